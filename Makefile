@@ -1,0 +1,29 @@
+# visiongate: `make demo` and `make test` each create .venv and install when needed.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+
+.PHONY: install demo test ui clean-runs
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install   ## train, gate and promote on the synthetic shapes dataset
+	$(BIN)/visiongate retrain
+
+test: install
+	$(BIN)/python -m pytest
+
+ui: install     ## MLflow UI on the demo's store, http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
+
+clean-runs:     ## forget all runs and registered models (keeps data and the DVC cache)
+	rm -rf mlruns/mlflow.db mlruns/artifacts .cache/train

@@ -1,0 +1,1 @@
+"""Prefect task wrappers: load inputs, call one visiongate function, return small values."""

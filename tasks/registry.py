@@ -1,0 +1,25 @@
+"""MLflow registry tasks: retried, since a tracking server can blink."""
+
+from prefect import task
+
+from tasks.tracking import IO
+from visiongate import registry, tracking
+
+
+@task(**IO)
+def champion_checkpoint(uri: str, name: str) -> tuple[str, str] | None:
+    """(version, local checkpoint dir) of the current champion, or None."""
+    champion = registry.by_alias(uri, name, registry.CHAMPION)
+    if champion is None:
+        return None
+    return champion.version, str(tracking.download_artifacts(uri, champion.run_id, "model"))
+
+
+@task(**IO)
+def register(uri: str, name: str, run_id: str, tags: dict) -> str:
+    return registry.register(uri, name, run_id, "model", tags).version
+
+
+@task(**IO)
+def promote(uri: str, name: str, version: str, reason: str) -> None:
+    registry.promote(uri, name, version, reason)

@@ -1,0 +1,25 @@
+"""MLflow tracking tasks: retried, since a tracking server can blink."""
+
+from pathlib import Path
+
+from prefect import task
+
+from visiongate import models, tracking
+
+IO = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
+
+
+@task(**IO)
+def start_run(uri: str, experiment_id: str, run_name: str, params: dict, tags: dict) -> str:
+    return tracking.start_run(uri, experiment_id, run_name, params, tags)
+
+
+@task(**IO)
+def log_results(uri: str, run_id: str, metrics: dict, verdict: dict, report: str,
+                checkpoint: str) -> None:
+    """Test metrics, gate verdict and report, and the checkpoint (meta.json + weights)."""
+    tracking.log_metrics(uri, run_id, {f"test/{k}": v for k, v in metrics.items()})
+    tracking.set_tags(uri, run_id, {"gate.passed": str(verdict["passed"]).lower(),
+                                    "gate.reasons": "; ".join(verdict["reasons"])[:5000]})
+    tracking.log_text(uri, run_id, report, "gate_report.md")
+    tracking.log_artifacts(uri, run_id, models.export_checkpoint(Path(checkpoint)), "model")

@@ -1,0 +1,14 @@
+from pathlib import Path
+
+from prefect import task
+
+from visiongate import models, tracking
+
+
+@task
+def train_model(cfg, data_root: str, out_dir: str, tracking_uri: str, run_id: str) -> str:
+    """Train one candidate, streaming per-epoch metrics to the flow's MLflow run."""
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        tracking.log_metrics(tracking_uri, run_id, metrics, step=epoch)
+
+    return str(models.train(cfg, Path(data_root), Path(out_dir), on_epoch))

@@ -1,0 +1,46 @@
+"""Real DVC repo, real MLflow sqlite store and Prefect's test harness, in tmp dirs."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY_PARAMS = {
+    "dataset": "shapes",
+    "synth": {"seed": 1, "image_size": 64, "splits": {"train": 8, "val": 4, "test": 4}},
+    "detect": {"epochs": 1, "imgsz": 64, "batch": 4,
+               "gate": {"floors": {"map50": 0.0}, "max_drop": {"map50": 1.0}}},
+    "segment": {"epochs": 1, "imgsz": 64, "batch": 4, "base_channels": 8,
+                "gate": {"floors": {"miou": 0.0}, "max_drop": {"miou": 1.0}}},
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def make_project(root: Path, params: dict) -> Path:
+    """A fresh project: the repo's dvc.yaml, a tiny params.yaml, a real `dvc init`."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    # the stage depends on the generator's source: link the package, as in a checkout
+    (root / "visiongate").symlink_to(REPO / "visiongate", target_is_directory=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=root,
+                   check=True)
+    return root
+
+
+@pytest.fixture
+def tiny_project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "project", TINY_PARAMS)

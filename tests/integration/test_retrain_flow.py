@@ -1,0 +1,55 @@
+"""The whole retrain chain on a tiny generated dataset, run twice."""
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from visiongate.config import load_params
+from visiongate.tracking import tracking_uri
+
+pytestmark = pytest.mark.integration
+
+
+def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness):
+    from flows.retrain import retrain
+
+    first = retrain(str(tiny_project))
+
+    lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())
+    pinned = {o["path"].rsplit("/", 1)[-1]: o["md5"].removesuffix(".dir")
+              for o in lock["stages"]["synthesize"]["outs"]}
+    assert set(pinned) == {"train", "val", "test"}
+    assert (tiny_project / "data/prepared/shapes/train/annotations.json").exists()
+
+    client = MlflowClient(tracking_uri(tiny_project, load_params(tiny_project / "params.yaml").mlflow))
+    assert [o["name"] for o in first] == ["shapes-detect", "shapes-segment"]
+    for outcome in first:
+        run = client.get_run(outcome["run_id"])
+        assert run.info.status == "FINISHED"
+        for split, md5 in pinned.items():
+            assert run.data.params[f"data.md5.{split}"] == md5
+        assert any(k.startswith("test/") for k in run.data.metrics)
+        assert any(m.step == 1 for k in run.data.metrics
+                   for m in client.get_metric_history(outcome["run_id"], k)), "no per-epoch metric"
+        artifacts = {f.path for f in client.list_artifacts(outcome["run_id"])}
+        assert "gate_report.md" in artifacts
+        report = client.download_artifacts(outcome["run_id"], "gate_report.md")
+        assert outcome["name"] in open(report).read()
+        assert outcome["verdict"]["passed"], outcome["verdict"]
+        version = client.get_model_version(outcome["name"], outcome["version"])
+        assert set(version.aliases) == {"champion", "challenger"}
+        assert version.tags["data.md5.test"] == pinned["test"]
+        assert version.tags["gate.passed"] == "true"
+
+    second = retrain(str(tiny_project))
+
+    for before, after in zip(first, second, strict=True):
+        name = after["name"]
+        assert after["champion_version"] == before["version"], "champion was not re-evaluated"
+        assert after["champion_metrics"] is not None
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert champion.version == after["version"]
+        previous = client.get_model_version_by_alias(name, "previous-champion")
+        assert previous.version == before["version"]
+        versions = client.search_model_versions(f"name='{name}'")
+        assert sum("champion" in v.aliases for v in versions) == 1

@@ -1,0 +1,43 @@
+"""The gate report page: verdict, both metric columns, every check, lineage."""
+
+from __future__ import annotations
+
+import math
+
+from visiongate.config import GateConfig
+from visiongate.gates import evaluate_gate
+from visiongate.report import gate_report
+
+CFG = GateConfig(floors={"map50": 0.5}, max_drop={"map50": 0.03})
+LINEAGE = {"data.test.md5": "0123abcd.dir", "git_sha": "deadbeef"}
+
+
+def test_report_keep_champion():
+    candidate = {"map50": 0.70, "map50_95": 0.41, "map_small": math.nan}
+    champion = {"map50": 0.82, "map50_95": 0.45, "map_small": math.nan}
+    result = evaluate_gate(candidate, champion, CFG)
+    page = gate_report("shapes-detect", candidate, champion, "3", result, LINEAGE)
+    assert page.startswith("# shapes-detect: KEEP CHAMPION")
+    assert "PROMOTE" not in page
+    assert "| map50 | 0.7000 | 0.8200 | -0.1200 |" in page
+    assert "| map50_95 | 0.4100 | 0.4500 | -0.0400 |" in page
+    assert "| map_small | NaN | NaN | — |" in page
+    assert "champion (v3)" in page
+    for check in result.checks:
+        assert check.detail in page
+    assert "❌" in page and "✅" in page
+    assert "| data.test.md5 | `0123abcd.dir` |" in page
+    assert "deadbeef" in page
+
+
+def test_report_promote_without_champion():
+    candidate = {"map50": 0.9, "ap/a|b": 0.8}
+    result = evaluate_gate(candidate, None, CFG)
+    page = gate_report("shapes-detect", candidate, None, None, result, {})
+    assert page.startswith("# shapes-detect: PROMOTE")
+    assert "KEEP CHAMPION" not in page
+    assert "| map50 | 0.9000 | — | — |" in page
+    assert "ap/a\\|b" in page                       # pipes escaped in table cells
+    assert "no champion yet" in page
+    assert "❌" not in page
+    assert "(none recorded)" in page

@@ -1,0 +1,27 @@
+"""Score a checkpoint on a split of the canonical dataset with the project's metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visiongate import metrics, models
+from visiongate.datasets.coco import load_split, read_semantic_mask
+
+
+def evaluate(checkpoint: Path, split_dir: Path) -> dict[str, float]:
+    """Predict every image of the split and compute the task's metrics.
+
+    Detection: COCO box mAP (pycocotools). Semantic segmentation: mIoU, Dice, pixel accuracy.
+    """
+    meta = models.read_meta(checkpoint)
+    split = load_split(Path(split_dir))
+    model_classes = [c for c in meta["class_names"] if c != "background"]
+    if model_classes != list(split.class_names):
+        raise ValueError(f"{checkpoint} was trained on classes {model_classes}, "
+                         f"but {split_dir} has {list(split.class_names)}: they cannot be compared")
+    predictions = models.predict(checkpoint, [split.image_path(im) for im in split.images])
+    if meta["task"] == "detect":
+        return metrics.detection_metrics(split.coco_dict(), [im["id"] for im in split.images],
+                                         predictions)
+    targets = [read_semantic_mask(split, im) for im in split.images]
+    return metrics.semantic_metrics(predictions, targets, ["background", *split.class_names])

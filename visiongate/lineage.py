@@ -1,0 +1,41 @@
+"""Where a model came from: data md5s, code commit, params hash, library versions."""
+
+from __future__ import annotations
+
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+LIBRARIES = ("visiongate", "torch", "torchvision", "ultralytics", "mlflow", "dvc", "prefect",
+             "albumentations")
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """Commit of the project tree and whether it had uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
+                              timeout=30).stdout.strip()
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+    return {"git.commit": commit or "unknown", "git.dirty": str(dirty).lower() if commit else "unknown"}
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for lib in LIBRARIES:
+        try:
+            out[f"version.{lib}"] = version(lib)
+        except PackageNotFoundError:
+            out[f"version.{lib}"] = "not installed"
+    return out
+
+
+def lineage_tags(root: Path, dataset: str, md5s: dict[str, str], params_hash: str) -> dict[str, str]:
+    tags = {"dataset": dataset, "params_hash": params_hash}
+    tags.update({f"data.md5.{split}": md5 for split, md5 in md5s.items()})
+    tags.update(git_state(root))
+    tags.update(library_versions())
+    return tags

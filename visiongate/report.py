@@ -1,0 +1,92 @@
+"""The markdown page that explains a gate decision (Prefect and MLflow artifact).
+
+Pure: builds a string; the callers publish it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from visiongate.gates import GateResult
+
+PROMOTE = "PROMOTE"
+KEEP = "KEEP CHAMPION"
+
+
+def _cell(text: object) -> str:
+    """Table-safe text: pipes and newlines would break a markdown row."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _number(metrics: dict | None, name: str) -> float | None:
+    if metrics is None or metrics.get(name) is None:
+        return None
+    return float(metrics[name])
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return "NaN" if math.isnan(value) else f"{value:.4f}"
+
+
+def _delta(candidate: float | None, champion: float | None) -> str:
+    if candidate is None or champion is None or math.isnan(candidate) or math.isnan(champion):
+        return "—"
+    return f"{candidate - champion:+.4f}"
+
+
+def _headline(model_name: str, champion_version: str | None, result: GateResult) -> list[str]:
+    verdict = PROMOTE if result.passed else KEEP
+    current = f"version {champion_version}" if champion_version else "none yet"
+    failed = sum(not c.passed for c in result.checks)
+    if result.passed:
+        summary = (f"The candidate passed all {len(result.checks)} gate checks and becomes "
+                   f"champion (current champion: {current}).")
+    else:
+        summary = (f"The candidate failed {failed} of {len(result.checks)} gate checks; "
+                   f"the champion stays ({current}).")
+    return [f"# {model_name}: {verdict}", "", f"**Verdict: {verdict}** — {summary}", ""]
+
+
+def _metric_table(candidate: dict, champion: dict | None,
+                  champion_version: str | None) -> list[str]:
+    names = list(candidate) + [n for n in (champion or {}) if n not in candidate]
+    head = f"champion (v{champion_version})" if champion_version else "champion"
+    lines = ["## Metrics", "", f"| metric | candidate | {head} | delta |",
+             "|---|---:|---:|---:|"]
+    for name in names:
+        cand, champ = _number(candidate, name), _number(champion, name)
+        lines.append(f"| {_cell(name)} | {_fmt(cand)} | {_fmt(champ)} | {_delta(cand, champ)} |")
+    if not names:
+        lines.append("| (no metrics) | — | — | — |")
+    return lines + [""]
+
+
+def _check_list(result: GateResult) -> list[str]:
+    lines = ["## Gate checks", ""]
+    for check in result.checks:
+        mark = "✅" if check.passed else "❌"
+        lines.append(f"- {mark} `{check.name}` — {check.detail}")
+    if not result.checks:
+        lines.append("- no gate checks configured")
+    return lines + [""]
+
+
+def _lineage_table(lineage: dict[str, str]) -> list[str]:
+    lines = ["## Lineage", "", "| key | value |", "|---|---|"]
+    lines += [f"| {_cell(k)} | `{_cell(v)}` |" for k, v in lineage.items()]
+    if not lineage:
+        lines.append("| (none recorded) | — |")
+    return lines + [""]
+
+
+def gate_report(model_name: str, candidate: dict, champion: dict | None,
+                champion_version: str | None, result: GateResult,
+                lineage: dict[str, str]) -> str:
+    """One markdown page: verdict, candidate-vs-champion metrics, checks, lineage."""
+    lines = _headline(model_name, champion_version, result)
+    lines += _metric_table(candidate, champion, champion_version)
+    lines += _check_list(result)
+    lines += _lineage_table(lineage)
+    return "\n".join(lines)
