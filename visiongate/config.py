@@ -59,10 +59,10 @@ class SegmentConfig(Frozen):
     enabled: bool = True
     family: Literal["unet"] = "unet"
     base_channels: int = Field(16, ge=4)
-    epochs: int = Field(20, ge=1)
-    imgsz: int = Field(128, ge=32)
-    batch: int = Field(16, ge=1)
-    lr: float = Field(0.003, gt=0)
+    epochs: int = Field(30, ge=1)
+    imgsz: int = Field(64, ge=32)
+    batch: int = Field(8, ge=1)
+    lr: float = Field(0.002, gt=0)
     seed: int = 0
     device: str = "auto"
     gate: GateConfig = GateConfig(floors={"miou": 0.5})

@@ -48,8 +48,34 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
         assert after["champion_version"] == before["version"], "champion was not re-evaluated"
         assert after["champion_metrics"] is not None
         champion = client.get_model_version_by_alias(name, "champion")
-        assert champion.version == after["version"]
+        assert str(champion.version) == after["version"]
         previous = client.get_model_version_by_alias(name, "previous-champion")
-        assert previous.version == before["version"]
-        versions = client.search_model_versions(f"name='{name}'")
+        assert str(previous.version) == before["version"]
+        versions = [client.get_model_version(name, v.version)  # search omits aliases
+                    for v in client.search_model_versions(f"name='{name}'")]
+        assert len(versions) == 2
         assert sum("champion" in v.aliases for v in versions) == 1
+
+
+def test_refused_candidate_leaves_the_champion_untouched(tiny_project, prefect_harness):
+    from flows.cli import GATE_REFUSED, main
+    from flows.retrain import retrain
+
+    params_path = tiny_project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["segment"]["enabled"] = False
+    params_path.write_text(yaml.safe_dump(params))
+    (champion,) = retrain(str(tiny_project))
+
+    params["detect"]["gate"]["floors"] = {"map50": 1.01}  # no model can pass this
+    params_path.write_text(yaml.safe_dump(params))
+    assert main(["retrain", "--root", str(tiny_project)]) == GATE_REFUSED
+
+    client = MlflowClient(tracking_uri(tiny_project, load_params(params_path).mlflow))
+    assert str(client.get_model_version_by_alias("shapes-detect", "champion").version) == champion["version"]
+    challenger = client.get_model_version_by_alias("shapes-detect", "challenger")
+    assert str(challenger.version) != champion["version"]
+    assert challenger.tags["gate.passed"] == "false"
+    assert set(challenger.aliases) == {"challenger"}
+    run = client.get_run(challenger.run_id)
+    assert run.data.tags["gate.passed"] == "false" and "floor 1.010" in run.data.tags["gate.reasons"]

@@ -38,7 +38,8 @@ def _write_split(split_dir: Path, n: int, rng: np.random.Generator, size: int = 
                 elif cat == 2:
                     draw.rectangle(box, fill=value)
                 else:
-                    draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=value)
+                    apex = ((box[0] + box[2]) // 2, box[1])
+                    draw.polygon([(box[0], box[3]), (box[2], box[3]), apex], fill=value)
         name = f"{i:06d}.png"
         img.save(split_dir / "images" / name)
         mask.save(split_dir / "masks" / name)

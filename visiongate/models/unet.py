@@ -8,9 +8,10 @@ epoch, `best.pt` on the best val mIoU) hold only tensors and primitives, so they
 from __future__ import annotations
 
 import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -30,10 +31,11 @@ DEPTH = 4  # resolution levels; the bottleneck sits at imgsz / 2**(DEPTH-1)
 
 # ----------------------------------------------------------------------------- model
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-    )
+    layers: list[nn.Module] = []
+    for c in (c_in, c_out):  # conv-BN-ReLU twice; BN makes the conv bias redundant
+        layers += [nn.Conv2d(c, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                   nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 class UNet(nn.Module):
@@ -117,7 +119,8 @@ class _Arrays(Dataset):
 
 def _augment(seed: int) -> A.Compose:
     """Joint image+mask flips/rotations: shapes look the same any way up."""
-    return A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)], seed=seed)
+    flips = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]
+    return A.Compose(flips, seed=seed)
 
 
 def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -178,7 +181,8 @@ def _warmup_cosine(total_steps: int, warmup_frac: float = 0.05):
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total_steps - warmup))))
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
 
@@ -186,7 +190,11 @@ def _warmup_cosine(total_steps: int, warmup_frac: float = 0.05):
 def _same_run(a: dict, b: dict) -> bool:
     """Configs match up to keys that do not change what was learned so far."""
     ignored = {"epochs", "device", "enabled", "gate"}
-    return {k: v for k, v in a.items() if k not in ignored} == {k: v for k, v in b.items() if k not in ignored}
+
+    def kept(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in ignored}
+
+    return kept(a) == kept(b)
 
 
 def _resume(path: Path, config: dict, model, opt, sched, scaler) -> tuple[int, float]:
@@ -205,47 +213,72 @@ def _resume(path: Path, config: dict, model, opt, sched, scaler) -> tuple[int, f
     return state["epoch"] + 1, state["best_miou"]
 
 
+@dataclass
+class _Data:
+    train: DataLoader
+    val: DataLoader
+    class_names: list[str]
+    class_weights: torch.Tensor
+    generator: torch.Generator
+    augment: A.Compose
+
+    def reseed(self, seed: int) -> None:
+        """Per-epoch random streams, so a resumed run sees the batches an unbroken one would."""
+        self.generator.manual_seed(seed)
+        self.augment.set_random_seed(seed)
+
+
+def _load_data(cfg, data_root: Path) -> _Data:
+    train_x, train_y, class_names = _read_split(data_root / "train", cfg.imgsz)
+    val_x, val_y, _ = _read_split(data_root / "val", cfg.imgsz)
+    augment, gen = _augment(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    train_dl = DataLoader(_Arrays(train_x, train_y, augment), cfg.batch, shuffle=True,
+                          generator=gen)
+    val_dl = DataLoader(_Arrays(val_x, val_y), cfg.batch)
+    weights = class_weights(train_y, len(class_names))
+    return _Data(train_dl, val_dl, class_names, weights, gen, augment)
+
+
+def _save(state: dict, path: Path) -> None:
+    """Write-then-rename: a crash mid-save never leaves a truncated checkpoint behind."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
-    """Train on <data_root>/train, pick the best epoch by <data_root>/val mIoU."""
+    """Train on <data_root>/train; keep the epoch with the best <data_root>/val mIoU."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    device = select_device(cfg.device)
-    out_dir = Path(out_dir)
+    device, config, out_dir = select_device(cfg.device), cfg.model_dump(mode="json"), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = cfg.model_dump(mode="json")
-    train_x, train_y, class_names = _read_split(Path(data_root) / "train", cfg.imgsz)
-    val_x, val_y, _ = _read_split(Path(data_root) / "val", cfg.imgsz)
-    k = len(class_names)
-    augment, gen = _augment(cfg.seed), torch.Generator().manual_seed(cfg.seed)
-    train_dl = DataLoader(_Arrays(train_x, train_y, augment), cfg.batch, shuffle=True, generator=gen)
-    val_dl = DataLoader(_Arrays(val_x, val_y), cfg.batch)
-    model = UNet(k, cfg.base_channels, DEPTH).to(device)
-    loss_fn = SegLoss(class_weights(train_y, k)).to(device)
+    data = _load_data(cfg, Path(data_root))
+    model = UNet(len(data.class_names), cfg.base_channels, DEPTH).to(device)
+    loss_fn = SegLoss(data.class_weights).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(cfg.epochs * len(train_dl)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(cfg.epochs * len(data.train)))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled(device))
     start, best = _resume(out_dir / "last.pt", config, model, opt, sched, scaler)
     for epoch in range(start, cfg.epochs + 1):
-        gen.manual_seed(cfg.seed + epoch)  # per-epoch streams: a resumed run sees the same batches
-        augment.set_random_seed(cfg.seed + epoch)
+        data.reseed(cfg.seed + epoch)
         t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
-        train_loss = _train_epoch(model, train_dl, loss_fn, opt, sched, scaler, device,
+        train_loss = _train_epoch(model, data.train, loss_fn, opt, sched, scaler, device,
                                   f"unet {epoch}/{cfg.epochs}")
-        val_loss, val_miou = _evaluate(model, val_dl, loss_fn, device, k)
+        val_loss, val_miou = _evaluate(model, data.val, loss_fn, device, len(data.class_names))
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_miou": val_miou, "lr": lr}
-        print(f"unet epoch {epoch}/{cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f} "
-              f"val_miou {val_miou:.4f} ({time.perf_counter() - t0:.1f}s)", flush=True)
-        improved = val_miou > best
-        best = max(best, val_miou)
-        state = {"state_dict": model.state_dict(), "config": config, "class_names": class_names,
-                 "depth": DEPTH, "epoch": epoch, "best_miou": best, "metrics": metrics, "optimizer": opt.state_dict(),
+        print(f"unet epoch {epoch}/{cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f}"
+              f" val_miou {val_miou:.4f} ({time.perf_counter() - t0:.1f}s)", flush=True)
+        improved, best = val_miou > best, max(best, val_miou)
+        state = {"state_dict": model.state_dict(), "config": config, "depth": DEPTH,
+                 "class_names": data.class_names, "epoch": epoch, "best_miou": best,
+                 "metrics": metrics, "optimizer": opt.state_dict(),
                  "scheduler": sched.state_dict(), "scaler": scaler.state_dict()}
         if improved:
-            torch.save(state, out_dir / "best.pt")
-        torch.save(state, out_dir / "last.pt")  # last: a crash mid-write leaves best.pt intact
+            _save(state, out_dir / "best.pt")
+        _save(state, out_dir / "last.pt")
         on_epoch(epoch, metrics)
-    write_meta(out_dir, family="unet", task="segment", class_names=class_names, config=config,
-               weights="best.pt", imgsz=cfg.imgsz)
+    write_meta(out_dir, family="unet", task="segment", class_names=data.class_names,
+               config=config, weights="best.pt", imgsz=cfg.imgsz)
     return out_dir
 
 

@@ -50,6 +50,12 @@ def _epoch_callback(on_epoch: OnEpoch):
     return callback
 
 
+def _device(spec: str) -> str | int:
+    """visiongate's device spec in ultralytics' terms ('cpu', 'mps' or a CUDA index)."""
+    device = select_device(spec)
+    return (device.index or 0) if device.type == "cuda" else device.type
+
+
 def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     ultralytics = _ultralytics()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -62,11 +68,11 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
             raise FileNotFoundError(f"detect.weights: no local file {weights} (nothing is downloaded)")
         model = model.load(str(weights))
     model.add_callback("on_fit_epoch_end", _epoch_callback(on_epoch))
-    device = select_device(cfg.device)
+    device = _device(cfg.device)
     model.train(
         data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, lr0=cfg.lr,
-        seed=cfg.seed, deterministic=True, device="cpu" if device.type == "cpu" else device.index or 0,
-        amp=device.type == "cuda", project=str(out_dir), name="ultralytics", exist_ok=True,
+        seed=cfg.seed, deterministic=True, device=device, amp=isinstance(device, int),
+        project=str(out_dir), name="ultralytics", exist_ok=True,
         plots=False, workers=0, verbose=False, pretrained=False,
     )
     shutil.copy2(Path(model.trainer.best), out_dir / "best.pt")
@@ -82,7 +88,8 @@ def predict(checkpoint: Path, image_paths: list[Path]) -> list[dict[str, np.ndar
     cfg = meta["config"]
     predictions = []
     for result in model.predict([str(p) for p in image_paths], imgsz=meta["imgsz"], conf=cfg["conf"],
-                                iou=cfg["nms_iou"], device="cpu", verbose=False, stream=True):
+                                iou=cfg["nms_iou"], device=_device("auto"), verbose=False,
+                                stream=True):
         boxes = result.boxes
         predictions.append({
             "boxes": boxes.xyxy.cpu().numpy().astype(np.float32),
