@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -52,6 +52,7 @@ class DetectConfig(Frozen):
     device: str = "auto"
     conf: float = Field(0.001, ge=0, le=1)
     nms_iou: float = Field(0.7, gt=0, le=1)
+    ultralytics_args: dict[str, Any] = {}  # passed to ultralytics' train(); it checks the keys
     gate: GateConfig = GateConfig(floors={"map50": 0.5})
 
 

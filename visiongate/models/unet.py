@@ -29,7 +29,6 @@ from visiongate.models import OnEpoch, read_meta, write_meta
 DEPTH = 4  # resolution levels; the bottleneck sits at imgsz / 2**(DEPTH-1)
 
 
-# ----------------------------------------------------------------------------- model
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for c in (c_in, c_out):  # conv-BN-ReLU twice; BN makes the conv bias redundant
@@ -78,7 +77,6 @@ class SegLoss(nn.Module):
         return ce + (1 - dice).mean()
 
 
-# ------------------------------------------------------------------------------ data
 def _read_split(split_dir: Path, imgsz: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """All images (N,S,S,3 uint8) and masks (N,S,S uint8) of a split, resized, + class names."""
     split = load_split(split_dir)
@@ -128,7 +126,6 @@ def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return (images.to(device, non_blocking=True).float() / 255.0 - 0.5) / 0.25
 
 
-# ----------------------------------------------------------------------------- train
 def _miou(confusion: torch.Tensor) -> float:
     """Mean IoU over classes present in target or prediction (confusion[target, pred])."""
     tp = confusion.diag().double()
@@ -187,14 +184,12 @@ def _warmup_cosine(total_steps: int, warmup_frac: float = 0.05):
     return factor
 
 
+_NOT_LEARNED = {"epochs", "device", "enabled", "gate"}  # keys that may change on resume
+
+
 def _same_run(a: dict, b: dict) -> bool:
-    """Configs match up to keys that do not change what was learned so far."""
-    ignored = {"epochs", "device", "enabled", "gate"}
-
-    def kept(config: dict) -> dict:
-        return {k: v for k, v in config.items() if k not in ignored}
-
-    return kept(a) == kept(b)
+    return {k: v for k, v in a.items() if k not in _NOT_LEARNED} == {
+        k: v for k, v in b.items() if k not in _NOT_LEARNED}
 
 
 def _resume(path: Path, config: dict, model, opt, sched, scaler) -> tuple[int, float]:
@@ -282,7 +277,6 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     return out_dir
 
 
-# --------------------------------------------------------------------------- predict
 def _load_image(path: Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
     with Image.open(path) as im:
         rgb = im.convert("RGB")

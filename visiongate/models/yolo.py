@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from visiongate.datasets.coco import export_yolo, load_split
 from visiongate.devices import select_device
@@ -21,6 +23,21 @@ from visiongate.models import OnEpoch, read_meta, write_meta
 
 _INTEGRATIONS = ("mlflow", "sync", "clearml", "comet", "dvc", "neptune", "raytune", "tensorboard",
                  "wandb")
+
+
+@contextmanager
+def _all_cores():
+    """Ultralytics trains on cpu_count - 1 threads (1 of 2 cores here, half the speed) and
+    leaves torch's thread count and deterministic mode changed for whatever runs next."""
+    from ultralytics.utils import torch_utils
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch_utils.NUM_THREADS = threads
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def _ultralytics():
@@ -69,12 +86,12 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
         model = model.load(str(weights))
     model.add_callback("on_fit_epoch_end", _epoch_callback(on_epoch))
     device = _device(cfg.device)
-    model.train(
-        data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch, lr0=cfg.lr,
-        seed=cfg.seed, deterministic=True, device=device, amp=isinstance(device, int),
-        project=str(out_dir), name="ultralytics", exist_ok=True,
-        plots=False, workers=0, verbose=False, pretrained=False,
-    )
+    args = dict(data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch,
+                lr0=cfg.lr, seed=cfg.seed, deterministic=True, device=device,
+                amp=isinstance(device, int), project=str(out_dir), name="ultralytics",
+                exist_ok=True, plots=False, workers=0, verbose=False, pretrained=False)
+    with _all_cores():
+        model.train(**{**args, **cfg.ultralytics_args})
     shutil.copy2(Path(model.trainer.best), out_dir / "best.pt")
     write_meta(out_dir, family="yolo", task="detect", class_names=class_names, weights="best.pt",
                config=cfg.model_dump(mode="json"), imgsz=cfg.imgsz)
@@ -86,14 +103,10 @@ def predict(checkpoint: Path, image_paths: list[Path]) -> list[dict[str, np.ndar
     meta = read_meta(checkpoint)
     model = ultralytics.YOLO(str(checkpoint / meta["weights"]), task="detect")
     cfg = meta["config"]
-    predictions = []
-    for result in model.predict([str(p) for p in image_paths], imgsz=meta["imgsz"], conf=cfg["conf"],
-                                iou=cfg["nms_iou"], device=_device("auto"), verbose=False,
-                                stream=True):
-        boxes = result.boxes
-        predictions.append({
-            "boxes": boxes.xyxy.cpu().numpy().astype(np.float32),
-            "scores": boxes.conf.cpu().numpy().astype(np.float32),
-            "labels": boxes.cls.cpu().numpy().astype(np.int64) + 1,
-        })
-    return predictions
+    with _all_cores():
+        results = model.predict([str(p) for p in image_paths], imgsz=meta["imgsz"],
+                                conf=cfg["conf"], iou=cfg["nms_iou"], device=_device("auto"),
+                                verbose=False)
+    return [{"boxes": r.boxes.xyxy.cpu().numpy().astype(np.float32),
+             "scores": r.boxes.conf.cpu().numpy().astype(np.float32),
+             "labels": r.boxes.cls.cpu().numpy().astype(np.int64) + 1} for r in results]
