@@ -69,13 +69,16 @@ def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, s
             "verdict": verdict}
 
 
+HEADLINE = ("map50", "map50_95", "map75", "map_small", "map_medium", "miou", "dice", "pixel_acc")
+
+
 def summary(outcomes: list[dict], uri: str) -> str:
     from visiongate import registry
 
     lines = ["", "=" * 72, "visiongate retrain — results", "=" * 72]
     for o in outcomes:
         aliases = registry.get(uri, o["name"], o["version"]).aliases
-        headline = ", ".join(f"{k}={v:.3f}" for k, v in o["metrics"].items() if "/" not in k)
+        headline = ", ".join(f"{k}={v:.3f}" for k, v in o["metrics"].items() if k in HEADLINE)
         decision = ("PROMOTED to champion" if o["verdict"]["passed"]
                     else f"REFUSED — kept champion v{o['champion_version']}" if o["champion_version"]
                     else "REFUSED — no champion")

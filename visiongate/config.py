@@ -44,10 +44,10 @@ class DetectConfig(Frozen):
     family: Literal["yolo"] = "yolo"
     model: str = "yolov8n.yaml"
     weights: str | None = None
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(25, ge=1)
     imgsz: int = Field(128, ge=32)
     batch: int = Field(16, ge=1)
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.002, gt=0)
     seed: int = 0
     device: str = "auto"
     conf: float = Field(0.001, ge=0, le=1)

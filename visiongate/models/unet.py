@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from visiongate.datasets.coco import load_split, read_semantic_mask
 from visiongate.devices import amp_enabled, select_device
+from visiongate.metrics import semantic_metrics
 from visiongate.models import OnEpoch, read_meta, write_meta
 
 DEPTH = 4  # resolution levels; the bottleneck sits at imgsz / 2**(DEPTH-1)
@@ -100,6 +101,8 @@ def class_weights(masks: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 class _Arrays(Dataset):
+    """In-memory (image, mask) pairs; the transform is applied jointly to both."""
+
     def __init__(self, images: np.ndarray, masks: np.ndarray, transform: A.Compose | None = None):
         self.images, self.masks, self.transform = images, masks, transform
 
@@ -126,29 +129,20 @@ def _to_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return (images.to(device, non_blocking=True).float() / 255.0 - 0.5) / 0.25
 
 
-def _miou(confusion: torch.Tensor) -> float:
-    """Mean IoU over classes present in target or prediction (confusion[target, pred])."""
-    tp = confusion.diag().double()
-    union = confusion.sum(0).double() + confusion.sum(1).double() - tp
-    present = union > 0
-    return float((tp[present] / union[present]).mean()) if present.any() else 0.0
-
-
 @torch.inference_mode()
 def _evaluate(model: nn.Module, loader: DataLoader, loss_fn: SegLoss, device: torch.device,
-              num_classes: int) -> tuple[float, float]:
+              class_names: list[str]) -> tuple[float, float]:
+    """(val loss, val mIoU) — mIoU from the project's evaluator, as the gate will see it."""
     model.eval()
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    total, n = 0.0, 0
+    total, preds, targets = 0.0, [], []
     for images, masks in loader:
         masks = masks.to(device)
         with torch.autocast(device.type, enabled=amp_enabled(device)):
             logits = model(_to_input(images, device))
         total += float(loss_fn(logits, masks)) * len(masks)
-        n += len(masks)
-        idx = masks.flatten() * num_classes + logits.argmax(1).flatten()
-        confusion += torch.bincount(idx, minlength=num_classes**2).view(num_classes, num_classes)
-    return total / max(n, 1), _miou(confusion)
+        preds += list(logits.argmax(1).to(torch.uint8).cpu().numpy())
+        targets += list(masks.to(torch.uint8).cpu().numpy())
+    return total / max(len(targets), 1), semantic_metrics(preds, targets, class_names)["miou"]
 
 
 def _train_epoch(model, loader, loss_fn, opt, sched, scaler, device, desc: str) -> float:
@@ -259,7 +253,7 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
         t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
         train_loss = _train_epoch(model, data.train, loss_fn, opt, sched, scaler, device,
                                   f"unet {epoch}/{cfg.epochs}")
-        val_loss, val_miou = _evaluate(model, data.val, loss_fn, device, len(data.class_names))
+        val_loss, val_miou = _evaluate(model, data.val, loss_fn, device, data.class_names)
         metrics = {"train_loss": train_loss, "val_loss": val_loss, "val_miou": val_miou, "lr": lr}
         print(f"unet epoch {epoch}/{cfg.epochs} train_loss {train_loss:.4f} val_loss {val_loss:.4f}"
               f" val_miou {val_miou:.4f} ({time.perf_counter() - t0:.1f}s)", flush=True)
@@ -279,8 +273,7 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
 
 def _load_image(path: Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
     with Image.open(path) as im:
-        rgb = im.convert("RGB")
-        return np.asarray(rgb.resize((imgsz, imgsz), Image.BILINEAR)), rgb.size
+        return np.asarray(im.convert("RGB").resize((imgsz, imgsz), Image.BILINEAR)), im.size
 
 
 @torch.inference_mode()
