@@ -12,6 +12,7 @@ export DO_NOT_TRACK ?= 1
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[test]'
+	mkdir -p mlruns
 	touch $(STAMP)
 
 install: $(STAMP)
