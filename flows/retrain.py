@@ -13,11 +13,11 @@ from prefect import flow, get_run_logger
 
 from tasks.data import version_data
 from tasks.evaluate import evaluate_model
-from tasks.train import train_model
 from tasks.gate import gate
 from tasks.registry import champion_checkpoint, promote, register
 from tasks.tracking import log_results, start_run
-from visiongate import tracking
+from tasks.train import train_model
+from visiongate import registry, tracking
 from visiongate.config import Params, flatten, load_params, params_hash
 from visiongate.lineage import lineage_tags
 
@@ -49,7 +49,7 @@ def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, s
     try:
         checkpoint = train_model(cfg, str(data_root), str(work_dir), uri, run_id)
         metrics = evaluate_model(checkpoint, str(data_root / "test"))
-        champion = champion_checkpoint(uri, name)
+        champion = champion_checkpoint(uri, name, str(project / ".cache" / "champions"))
         champion_metrics = evaluate_model(champion[1], str(data_root / "test")) if champion else None
         verdict, report = gate(name, metrics, champion_metrics, champion[0] if champion else None,
                                cfg.gate, lineage)
@@ -73,8 +73,6 @@ HEADLINE = ("map50", "map50_95", "map75", "map_small", "map_medium", "miou", "di
 
 
 def summary(outcomes: list[dict], uri: str) -> str:
-    from visiongate import registry
-
     lines = ["", "=" * 72, "visiongate retrain — results", "=" * 72]
     for o in outcomes:
         aliases = registry.get(uri, o["name"], o["version"]).aliases

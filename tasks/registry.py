@@ -1,5 +1,7 @@
 """MLflow registry tasks: retried, since a tracking server can blink."""
 
+from pathlib import Path
+
 from prefect import task
 
 from tasks.tracking import IO
@@ -7,12 +9,13 @@ from visiongate import registry, tracking
 
 
 @task(**IO)
-def champion_checkpoint(uri: str, name: str) -> tuple[str, str] | None:
-    """(version, local checkpoint dir) of the current champion, or None."""
+def champion_checkpoint(uri: str, name: str, cache_dir: str) -> tuple[str, str] | None:
+    """(version, local checkpoint dir under cache_dir) of the current champion, or None."""
     champion = registry.by_alias(uri, name, registry.CHAMPION)
     if champion is None:
         return None
-    return champion.version, str(tracking.download_artifacts(uri, champion.run_id, "model"))
+    dst = Path(cache_dir) / f"{name}-v{champion.version}"
+    return champion.version, str(tracking.download_artifacts(uri, champion.run_id, "model", dst))
 
 
 @task(**IO)

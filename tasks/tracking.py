@@ -1,5 +1,6 @@
 """MLflow tracking tasks: retried, since a tracking server can blink."""
 
+import tempfile
 from pathlib import Path
 
 from prefect import task
@@ -22,4 +23,6 @@ def log_results(uri: str, run_id: str, metrics: dict, verdict: dict, report: str
     tracking.set_tags(uri, run_id, {"gate.passed": str(verdict["passed"]).lower(),
                                     "gate.reasons": "; ".join(verdict["reasons"])[:5000]})
     tracking.log_text(uri, run_id, report, "gate_report.md")
-    tracking.log_artifacts(uri, run_id, models.export_checkpoint(Path(checkpoint)), "model")
+    with tempfile.TemporaryDirectory(prefix="visiongate-") as tmp:
+        tracking.log_artifacts(uri, run_id, models.export_checkpoint(Path(checkpoint), Path(tmp)),
+                               "model")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,11 +57,10 @@ def predict(checkpoint: Path, image_paths: list[Path]) -> list:
     return _family_module(read_meta(checkpoint)["family"]).predict(Path(checkpoint), list(image_paths))
 
 
-def export_checkpoint(checkpoint: Path) -> Path:
-    """A folder holding only what serving needs (meta.json + weights), for logging."""
-    checkpoint = Path(checkpoint)
-    meta = read_meta(checkpoint)
-    out = Path(tempfile.mkdtemp(prefix="visiongate-ckpt-"))
-    for name in ("meta.json", meta["weights"]):
-        shutil.copy2(checkpoint / name, out / name)
-    return out
+def export_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
+    """Copy only what serving needs (meta.json + weights) into out_dir, for logging."""
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("meta.json", read_meta(checkpoint)["weights"]):
+        shutil.copy2(checkpoint / name, out_dir / name)
+    return out_dir
