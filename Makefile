@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install demo test ui clean-runs
+.PHONY: install demo test bench ui clean-runs
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ demo: install   ## train, gate and promote on the synthetic shapes dataset
 
 test: install
 	$(BIN)/python -m pytest
+
+bench: install  ## time the COCO evaluator vs pycocotools; rewrites BENCHMARKS.md
+	$(BIN)/python benchmarks/bench_evaluator.py --images 5000 --repeats 3
 
 ui: install     ## MLflow UI on the demo's store, http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000

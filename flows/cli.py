@@ -19,6 +19,17 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0 if all(o["verdict"]["passed"] for o in outcomes) else GATE_REFUSED
 
 
+def _evaluate_coco(args: argparse.Namespace) -> int:
+    import json
+
+    from visiongate.metrics import evaluate_coco_files
+
+    metrics = evaluate_coco_files(args.gt, args.pred, args.iou_type)
+    # NaN (undefined: no such ground-truth objects) is written as JSON null.
+    print(json.dumps({k: None if v != v else v for k, v in metrics.items()}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visiongate", description=(
         "Keep vision models fresh: DVC-pinned data → train → IoU gates → MLflow champion."))
@@ -27,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--root", default=".", help="project root holding params.yaml and dvc.yaml")
     retrain.add_argument("--params", default="params.yaml", help="params file, relative to --root")
     retrain.set_defaults(func=_retrain)
+    evaluate = sub.add_parser("evaluate-coco", help=(
+        "score a COCO results file against COCO ground truth; metrics as JSON on stdout"))
+    evaluate.add_argument("gt", help="COCO ground-truth JSON (images, annotations, categories)")
+    evaluate.add_argument("pred", help="COCO results JSON: [{image_id, category_id, "
+                          "bbox|segmentation, score}, ...]")
+    evaluate.add_argument("--iou-type", choices=("bbox", "segm"), default="bbox",
+                          help="box or mask IoU (default: bbox)")
+    evaluate.set_defaults(func=_evaluate_coco)
     return parser
 
 

@@ -11,7 +11,7 @@ from visiongate.datasets.coco import load_split, read_semantic_mask
 def evaluate(checkpoint: Path, split_dir: Path) -> dict[str, float]:
     """Predict every image of the split and compute the task's metrics.
 
-    Detection: COCO box mAP (pycocotools). Semantic segmentation: mIoU, Dice, pixel accuracy.
+    Detection: COCO box mAP (faster-coco-eval). Semantic segmentation: mIoU, Dice, pixel accuracy.
     """
     meta = models.read_meta(checkpoint)
     split = load_split(Path(split_dir))

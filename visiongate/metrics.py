@@ -1,10 +1,10 @@
-"""Evaluation metrics: plain IoU / NMS / Dice, COCO box mAP, semantic mIoU and Dice.
-
-Pure functions over numpy arrays and dicts; no files are read or written.
+"""Evaluation metrics: IoU / NMS / Dice, COCO box and mask mAP, semantic mIoU and Dice.
+Pure functions over numpy arrays and dicts; only evaluate_coco_files reads files.
 
 Prediction contract shared with the model code:
 - detection: one dict per image, ``{"boxes": (N, 4) float xyxy pixels, "scores": (N,),
-  "labels": (N,) int COCO category ids}``;
+  "labels": (N,) int COCO category ids}``, plus for instance masks ``"masks"`` (N, H, W)
+  bool or ``"segmentation"`` (N COCO RLE dicts);
 - semantic: one (H, W) uint8 label map per image (0 = background, k = category id).
 
 Undefined values are NaN, never COCO's -1: a metric over objects that do not exist in
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+from faster_coco_eval import COCO, COCOeval_faster
+from pycocotools import mask as mask_utils
 from torchvision import ops
 
 # Order of COCOeval.stats for iouType bbox / segm (see COCOeval.summarize).
@@ -74,51 +75,78 @@ def soft_dice(probs, target, eps: float = 0.0) -> float:
     return float((2.0 * (p * t).sum() + eps) / denom)
 
 
-def _coco_gt(gt: dict) -> COCO:
-    """A pycocotools COCO index over a copy of ``gt`` with the fields COCOeval needs.
+def _area(ann: dict, height: int, width: int, iou_type: str) -> float:
+    """Object area for COCO's size ranges: mask area for "segm", else box area."""
+    if iou_type == "segm" and ann.get("segmentation"):
+        return float(mask_utils.area(_rle(ann["segmentation"], height, width)))
+    return float(ann["bbox"][2] * ann["bbox"][3])
+
+
+def _rle(segmentation, height: int, width: int) -> dict:
+    """One RLE from polygons, uncompressed RLE or RLE (pycocotools' annToRLE logic)."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
+
+
+def _coco_gt(gt: dict, iou_type: str = "bbox") -> COCO:
+    """A COCO index over a copy of ``gt`` with the fields COCOeval needs.
 
     Annotation ids are renumbered 1..N because COCOeval treats id 0 as "unmatched";
-    missing ``area`` (box area) and ``iscrowd`` (0) are filled in.
+    missing ``iscrowd`` becomes 0 and a missing ``area`` the box area (the mask area
+    for ``iou_type="segm"``).
     """
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', not {iou_type!r}")
+    sizes = {img["id"]: (img.get("height"), img.get("width")) for img in gt["images"]}
     anns = []
     for i, ann in enumerate(gt.get("annotations", []), start=1):
         ann = dict(ann, id=i)
         ann.setdefault("iscrowd", 0)
         if "area" not in ann:
-            ann["area"] = float(ann["bbox"][2] * ann["bbox"][3])
+            ann["area"] = _area(ann, *sizes[ann["image_id"]], iou_type)
         anns.append(ann)
     coco = COCO()
     coco.dataset = {"images": list(gt["images"]), "categories": list(gt["categories"]),
                     "annotations": anns}
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
+    coco.createIndex()
     return coco
 
 
-def _to_coco_results(image_ids: list[int], predictions: list[dict]) -> list[dict]:
-    """Detection predictions (xyxy) -> COCO result dicts (xywh)."""
+def _mask_rles(pred: dict) -> list[dict]:
+    """Per-instance RLEs (JSON-ready, str counts) from ``masks`` or ``segmentation``."""
+    if "segmentation" in pred:
+        return list(pred["segmentation"])
+    if "masks" not in pred:
+        raise ValueError("iou_type 'segm' needs 'masks' or 'segmentation' in each prediction")
+    masks = np.asarray(pred["masks"]).astype(np.uint8)
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
+    return [dict(r, counts=r["counts"].decode("ascii")) for r in rles]
+
+
+def _to_coco_results(image_ids: list[int], predictions: list[dict],
+                     iou_type: str = "bbox") -> list[dict]:
+    """Predictions -> COCO result dicts: ``bbox`` (xyxy -> xywh) or ``segmentation`` (RLE).
+
+    Segm results carry no ``bbox``: given one, COCO's loadRes takes the box area as the
+    object area and so changes the small/medium/large split (detectron2 drops it too).
+    """
     results = []
     for image_id, pred in zip(image_ids, predictions, strict=True):
-        boxes = np.asarray(pred["boxes"], dtype=np.float64).reshape(-1, 4)
         scores = np.asarray(pred["scores"], dtype=np.float64).reshape(-1)
         labels = np.asarray(pred["labels"]).reshape(-1)
-        for (x1, y1, x2, y2), score, label in zip(boxes, scores, labels, strict=True):
+        if iou_type == "segm":
+            shapes = [{"segmentation": rle} for rle in _mask_rles(pred)]
+        else:
+            boxes = np.asarray(pred["boxes"], dtype=np.float64).reshape(-1, 4)
+            shapes = [{"bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]}
+                      for x1, y1, x2, y2 in boxes]
+        for shape, score, label in zip(shapes, scores, labels, strict=True):
             results.append({"image_id": int(image_id), "category_id": int(label),
-                            "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
-                            "score": float(score)})
+                            "score": float(score), **shape})
     return results
-
-
-def _coco_dt(coco_gt: COCO, results: list[dict]) -> COCO:
-    """Results index; an empty one by hand because COCO.loadRes cannot take []."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        if results:
-            return coco_gt.loadRes(results)
-        coco = COCO()
-        coco.dataset = {"images": list(coco_gt.dataset["images"]),
-                        "categories": list(coco_gt.dataset["categories"]), "annotations": []}
-        coco.createIndex()
-    return coco
 
 
 def _nan_if_undefined(value: float) -> float:
@@ -126,7 +154,7 @@ def _nan_if_undefined(value: float) -> float:
     return float("nan") if value < 0 else float(value)
 
 
-def _per_class_ap(evaluator: COCOeval, coco_gt: COCO) -> dict[str, float]:
+def _per_class_ap(evaluator: COCOeval_faster, coco_gt: COCO) -> dict[str, float]:
     """AP@[.5:.95] per category from COCOeval's accumulated precision table.
 
     precision has shape [iou thresholds, recall points, categories, area ranges, max
@@ -143,27 +171,12 @@ def _per_class_ap(evaluator: COCOeval, coco_gt: COCO) -> dict[str, float]:
     return out
 
 
-def detection_metrics(gt: dict, image_ids: list[int], predictions: list[dict],
-                      iou_type: str = "bbox") -> dict[str, float]:
-    """COCO mAP / mAR of ``predictions`` against the COCO dict ``gt``, via pycocotools.
-
-    ``predictions[i]`` belongs to ``image_ids[i]``; only those images are evaluated.
-    Returns ``map50_95, map50, map75, map_small, map_medium, map_large, mar1, mar10,
-    mar100, mar_small, mar_medium, mar_large`` and ``ap/<category name>`` (AP@[.5:.95])
-    for every category in ``gt``. Values COCO marks undefined (-1: no ground-truth
-    objects of that kind) are NaN. No predictions at all give 0.0 wherever ground truth
-    exists. Only ``iou_type="bbox"`` is implemented; "segm" will take masks.
-    """
-    if iou_type != "bbox":
-        raise NotImplementedError(f"iou_type {iou_type!r} is not supported yet (only 'bbox')")
-    if len(image_ids) != len(predictions):
-        raise ValueError(f"{len(image_ids)} image ids but {len(predictions)} predictions")
-    coco_gt = _coco_gt(gt)
-    unknown = sorted(set(image_ids) - set(coco_gt.getImgIds()))
-    if unknown:
-        raise ValueError(f"image ids not in the ground truth: {unknown[:10]}")
-    coco_dt = _coco_dt(coco_gt, _to_coco_results(image_ids, predictions))
-    evaluator = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+def _evaluate(coco_gt: COCO, results: list[dict], iou_type: str,
+              image_ids: list[int]) -> dict[str, float]:
+    """faster-coco-eval's COCOeval over ``image_ids``: the 12 stats and AP per class."""
+    coco_dt = coco_gt.loadRes(results)
+    evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type,
+                                print_function=lambda *_: None)
     evaluator.params.imgIds = sorted(set(int(i) for i in image_ids))
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
@@ -172,6 +185,73 @@ def detection_metrics(gt: dict, image_ids: list[int], predictions: list[dict],
     metrics = {name: _nan_if_undefined(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
     metrics.update(_per_class_ap(evaluator, coco_gt))
     return metrics
+
+
+def detection_metrics(gt: dict, image_ids: list[int], predictions: list[dict],
+                      iou_type: str = "bbox") -> dict[str, float]:
+    """COCO mAP / mAR of ``predictions`` against the COCO dict ``gt`` (faster-coco-eval).
+
+    ``predictions[i]`` belongs to ``image_ids[i]``; only those images are evaluated.
+    ``iou_type="bbox"`` scores ``boxes``; ``"segm"`` scores ``masks`` ((N, H, W) bool)
+    or ``segmentation`` (one COCO RLE dict per instance) against the GT polygons/RLEs.
+    Returns ``map50_95, map50, map75, map_small, map_medium, map_large, mar1, mar10,
+    mar100, mar_small, mar_medium, mar_large`` and ``ap/<category name>`` (AP@[.5:.95])
+    for every category in ``gt``. Values COCO marks undefined (-1: no ground-truth
+    objects of that kind) are NaN. No predictions at all give 0.0 wherever ground truth
+    exists. Equal to pycocotools' COCOeval (tests/unit/test_evaluate_coco.py).
+    """
+    if len(image_ids) != len(predictions):
+        raise ValueError(f"{len(image_ids)} image ids but {len(predictions)} predictions")
+    coco_gt = _coco_gt(gt, iou_type)
+    unknown = sorted(set(image_ids) - set(coco_gt.getImgIds()))
+    if unknown:
+        raise ValueError(f"image ids not in the ground truth: {unknown[:10]}")
+    results = _to_coco_results(image_ids, predictions, iou_type)
+    return _evaluate(coco_gt, results, iou_type, image_ids)
+
+
+def _read_json(path, kind: type, what: str):
+    """JSON from ``path`` that must be a ``kind``; errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(data, kind):
+        raise ValueError(f"{path}: expected {what}, found a JSON {type(data).__name__}")
+    return data
+
+
+def evaluate_coco_files(gt_path, pred_path, iou_type: str = "bbox") -> dict[str, float]:
+    """Score a COCO results file against a COCO ground-truth file, over all GT images.
+
+    ``pred_path`` holds the standard results list ``[{image_id, category_id, bbox |
+    segmentation, score}, ...]``; for ``"segm"`` a result's ``bbox`` is ignored (see
+    _to_coco_results). Same keys and NaN rules as detection_metrics. A missing file or
+    one that is not such JSON raises FileNotFoundError / ValueError naming the file.
+    """
+    gt = _read_json(gt_path, dict, "a COCO dataset object")
+    results = _read_json(pred_path, list, "a list of COCO results")
+    try:
+        coco_gt = _coco_gt(gt, iou_type)
+    except (KeyError, TypeError, IndexError) as err:
+        raise ValueError(f"{gt_path}: not a COCO dataset (bad or missing {err})") from None
+    key = "segmentation" if iou_type == "segm" else "bbox"
+    fields = ("image_id", "category_id", "score", key)
+    try:
+        results = [{f: r[f] for f in fields} for r in results]
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{pred_path}: every result needs {', '.join(fields)} "
+                         f"(missing {err})") from None
+    unknown = sorted({r["image_id"] for r in results} - set(coco_gt.getImgIds()))
+    if unknown:
+        raise ValueError(f"{pred_path}: image ids not in {gt_path}: {unknown[:10]}")
+    try:
+        return _evaluate(coco_gt, results, iou_type, coco_gt.getImgIds())
+    except (KeyError, TypeError, IndexError, AssertionError) as err:
+        raise ValueError(f"{gt_path} / {pred_path}: cannot evaluate ({err!r})") from None
 
 
 def confusion_matrix(preds: list[np.ndarray], targets: list[np.ndarray],

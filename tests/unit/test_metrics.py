@@ -177,7 +177,9 @@ def test_detection_rejects_bad_input():
         detection_metrics(gt, [99], [_pred([(0, 0, 10, 10)], [1.0], [1])])
     with pytest.raises(ValueError, match="predictions"):
         detection_metrics(gt, [1], [])
-    with pytest.raises(NotImplementedError):
+    with pytest.raises(ValueError, match="iou_type"):
+        detection_metrics(gt, [1], [_pred([(0, 0, 10, 10)], [1.0], [1])], iou_type="keypoints")
+    with pytest.raises(ValueError, match="masks"):
         detection_metrics(gt, [1], [_pred([(0, 0, 10, 10)], [1.0], [1])], iou_type="segm")
 
 

@@ -1,0 +1,161 @@
+"""Time visiongate's detection_metrics (faster-coco-eval) against plain pycocotools COCOeval.
+
+Not a test: `make bench` runs it and rewrites BENCHMARKS.md. Generated data (seeded):
+N images × 20 predictions each over 80 classes; both sides build their indexes and run
+loadRes + evaluate + accumulate + summarize inside the timed region, in one process.
+
+    python benchmarks/bench_evaluator.py [--images 5000] [--repeats 3] [--out BENCHMARKS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from visiongate.metrics import COCO_STAT_NAMES, detection_metrics  # noqa: E402
+
+N_CLASSES, PREDS_PER_IMAGE, SIZE = 80, 20, 640
+
+
+def make_data(n_images: int, seed: int = 0):
+    """GT (1–15 boxes per image) and 20 predictions per image: jittered GT plus noise."""
+    rng = np.random.default_rng(seed)
+    cats = [{"id": k, "name": f"class{k}"} for k in range(1, N_CLASSES + 1)]
+    images, anns, ids, preds = [], [], [], []
+    for image_id in range(1, n_images + 1):
+        images.append({"id": image_id, "width": SIZE, "height": SIZE, "file_name": f"{image_id}"})
+        n = int(rng.integers(1, 16))
+        wh = rng.uniform(4, 300, (n, 2))
+        xy = rng.uniform(0, SIZE - 300, (n, 2))
+        labels = rng.integers(1, N_CLASSES + 1, n)
+        for (x, y), (w, h), c in zip(xy, wh, labels):
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(c),
+                         "bbox": [float(x), float(y), float(w), float(h)],
+                         "area": float(w * h), "iscrowd": 0})
+        k = min(n, PREDS_PER_IMAGE // 2)
+        pxy = xy[:k] + rng.normal(0, 0.08, (k, 2)) * wh[:k]
+        pwh = wh[:k] * rng.uniform(0.8, 1.2, (k, 2))
+        m = PREDS_PER_IMAGE - k
+        fwh = rng.uniform(4, 200, (m, 2))
+        fxy = rng.uniform(0, SIZE - 200, (m, 2))
+        xywh = np.vstack([np.hstack([pxy, pwh]), np.hstack([fxy, fwh])])
+        boxes = np.hstack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]])
+        plabels = np.concatenate([labels[:k], rng.integers(1, N_CLASSES + 1, m)])
+        scores = np.concatenate([rng.uniform(0.3, 1.0, k), rng.uniform(0.0, 0.7, m)])
+        ids.append(image_id)
+        preds.append({"boxes": boxes, "scores": scores, "labels": plabels})
+    return {"images": images, "annotations": anns, "categories": cats}, ids, preds
+
+
+def pycocotools_metrics(gt: dict, ids: list[int], preds: list[dict]) -> dict[str, float]:
+    """The reference: plain pycocotools, including the result-dict conversion."""
+    results = [{"image_id": i, "category_id": int(c), "score": float(s),
+                "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
+               for i, p in zip(ids, preds)
+               for b, s, c in zip(p["boxes"], p["scores"], p["labels"])]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {k: list(v) for k, v in gt.items()}
+        coco_gt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_gt.loadRes(results), iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    out = {n: (math.nan if v < 0 else float(v)) for n, v in zip(COCO_STAT_NAMES, evaluator.stats)}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        p = evaluator.eval["precision"][:, :, k, 0, -1]
+        out[f"ap/{coco_gt.cats[cat_id]['name']}"] = float(p[p > -1].mean()) if (p > -1).any() \
+            else math.nan
+    return out
+
+
+def timed(fn, repeats: int):
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times, result
+
+
+def machine() -> str:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    mem = next((int(line.split()[1]) / 2**20 for line in Path("/proc/meminfo").read_text()
+                .splitlines() if line.startswith("MemTotal")), float("nan"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cores} cores ({model}), {mem:.0f} GiB memory, GPU none, "
+            f"Python {platform.python_version()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1]
+                        / "BENCHMARKS.md")
+    args = parser.parse_args()
+    gt, ids, preds = make_data(args.images)
+    print(f"{args.images} images, {len(gt['annotations'])} GT boxes, "
+          f"{sum(len(p['scores']) for p in preds)} predictions, {N_CLASSES} classes", flush=True)
+    t_fast, fast_runs, fast = timed(lambda: detection_metrics(gt, ids, preds), args.repeats)
+    print(f"visiongate.detection_metrics: {fast_runs}", flush=True)
+    t_ref, ref_runs, ref = timed(lambda: pycocotools_metrics(gt, ids, preds), args.repeats)
+    print(f"pycocotools COCOeval: {ref_runs}", flush=True)
+    # Both NaN (undefined) agrees; NaN on one side only is an infinite difference.
+    max_delta = max(0.0 if math.isnan(fast[k]) and math.isnan(ref[k]) else
+                    math.inf if math.isnan(fast[k]) or math.isnan(ref[k]) else
+                    abs(fast[k] - ref[k]) for k in ref)
+    ratio = t_ref / t_fast
+    row = (f"| {args.images} × {PREDS_PER_IMAGE} ({sum(len(p['scores']) for p in preds)} dets, "
+           f"{len(gt['annotations'])} GT, {N_CLASSES} classes) | {t_fast:.2f} s | {t_ref:.2f} s "
+           f"| {ratio:.1f}× | {max_delta:.1e} ({len(ref)} values) | {ref['map50_95']:.4f} |")
+    print(row)
+    command = (f".venv/bin/python benchmarks/bench_evaluator.py --images {args.images} "
+               f"--repeats {args.repeats}")
+    args.out.write_text(f"""# Benchmarks
+
+Timed comparisons, run by hand (`make bench`); never part of the test suite.
+
+## COCO box evaluation: faster-coco-eval vs pycocotools
+
+`visiongate.metrics.detection_metrics` (faster-coco-eval {version("faster-coco-eval")},
+`COCOeval_faster`) against plain pycocotools {version("pycocotools")} `COCOeval` in the
+same process, on seeded generated data: ground truth 1–15 boxes per 640 px image, 20
+predictions per image (up to 10 jittered ground-truth boxes, the rest random), 80
+classes. Each timing covers everything from the in-memory dicts/arrays to the numbers:
+building the ground-truth index, result conversion and `loadRes`, `evaluate`,
+`accumulate`, `summarize` (visiongate also computes AP per class). Median of
+{args.repeats} runs. Max |Δ| is over the 12 COCO stats and the {N_CLASSES} per-class APs.
+
+Machine: {machine()}.
+
+Command: `make bench` (= `{command}`)
+
+| data | visiongate (faster-coco-eval) | pycocotools | speed-up | max \\|Δ\\| | mAP50-95 |
+|---|---|---|---|---|---|
+{row}
+
+Individual runs (s): visiongate {', '.join(f'{t:.2f}' for t in fast_runs)}; pycocotools
+{', '.join(f'{t:.2f}' for t in ref_runs)}.
+""")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
