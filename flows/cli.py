@@ -7,6 +7,7 @@ least one candidate (the champion was kept).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 GATE_REFUSED = 3
@@ -30,6 +31,31 @@ def _evaluate_coco(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_model(args: argparse.Namespace) -> int:
+    """Score a registered version on a dataset's DVC-pinned split."""
+    import json
+    from pathlib import Path
+
+    from visiongate import registry, tracking, versioning
+    from visiongate.config import load_params
+    from visiongate.evaluate import evaluate
+
+    root = Path(args.root).resolve()
+    params = load_params(root / args.params)
+    dataset = args.dataset or params.dataset
+    uri = tracking.tracking_uri(root, params.mlflow)
+    version = registry.resolve(uri, args.model)
+    cache = root / ".cache" / "champions" / f"{version.name}-v{version.version}"
+    checkpoint = tracking.download_artifacts(uri, version.run_id, "model", cache)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
+        md5s = versioning.reproduce(root, dataset)
+    metrics = evaluate(checkpoint, root / "data" / "prepared" / dataset / args.split)
+    print(json.dumps({"model": f"{version.name}/{version.version}", "dataset": dataset,
+                      "split": args.split, "data_md5": md5s[args.split],
+                      "metrics": {k: None if v != v else v for k, v in metrics.items()}}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visiongate", description=(
         "Keep vision models fresh: DVC-pinned data → train → IoU gates → MLflow champion."))
@@ -46,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--iou-type", choices=("bbox", "segm"), default="bbox",
                           help="box or mask IoU (default: bbox)")
     evaluate.set_defaults(func=_evaluate_coco)
+    model_eval = sub.add_parser("evaluate", help=(
+        "score a registered model on a dataset's DVC-pinned split; metrics as JSON on stdout"))
+    model_eval.add_argument("--model", required=True, help=(
+        "models:/NAME@ALIAS or models:/NAME/VERSION, e.g. models:/shapes-detect@champion"))
+    model_eval.add_argument("--dataset", help="dataset under data/prepared (default: params.yaml's)")
+    model_eval.add_argument("--split", default="test", choices=("train", "val", "test"))
+    model_eval.add_argument("--root", default=".", help="project root holding params.yaml and dvc.yaml")
+    model_eval.add_argument("--params", default="params.yaml", help="params file, relative to --root")
+    model_eval.set_defaults(func=_evaluate_model)
     return parser
 
 

@@ -34,9 +34,29 @@ class SynthConfig(Frozen):
         return v
 
 
+class RobustnessConfig(Frozen):
+    """Gate on a corrupted copy of the test split: metric may drop at most this fraction."""
+
+    corruptions: dict[str, int] = {}        # corruption name -> severity 1..3
+    metric: str                             # e.g. "map50" (detect) or "miou" (segment)
+    max_relative_drop: float = Field(0.3, ge=0)  # 0.3: corrupted >= 70 % of clean
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known_corruptions(cls, v: dict[str, int]) -> dict[str, int]:
+        from visiongate.robustness import check_corruption
+
+        for name, severity in v.items():
+            check_corruption(name, severity)
+        return v
+
+
 class GateConfig(Frozen):
     floors: dict[str, float] = {}
     max_drop: dict[str, float] = {}
+    # Per-class floors by metric prefix: {"ap": 0.3} -> every "ap/<class>" >= 0.3.
+    class_floors: dict[str, float] = {}
+    robustness: RobustnessConfig | None = None
 
 
 class DetectConfig(Frozen):

@@ -4,6 +4,15 @@ Floors: ``candidate[m] >= floor``. Non-regression: ``candidate[m] >= champion[m]
 max_drop`` for each metric in ``cfg.max_drop``; both sets of metrics are expected to
 come from the same pinned test split, evaluated now. A gated metric that the candidate
 lacks, or that is NaN, fails its check: a gate never passes on a number it did not see.
+
+Per-class floors: ``candidate[f"{prefix}/{class}"] >= floor`` for every per-class key of
+each prefix in ``cfg.class_floors`` (``ap`` for detection, ``iou`` for semantic). A NaN
+per-class value means the class has no objects in the test split: nothing to judge, so
+that check passes and says so. A prefix with no per-class keys at all fails.
+
+Robustness: for each corruption in ``cfg.robustness``, the candidate's metric on the
+corrupted copy of the test split may fall at most ``max_relative_drop`` (a fraction)
+below its clean value: ``(clean - corrupted) / clean <= max_relative_drop``.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from visiongate.config import GateConfig
+from visiongate.config import GateConfig, RobustnessConfig
 
 # Float slack so that a drop of exactly max_drop (0.82 -> 0.79 with 0.03) passes.
 _TOLERANCE = 1e-9
@@ -93,13 +102,78 @@ def _regression_check(candidate: dict[str, float], champion: dict[str, float] | 
                  f"(max drop {max_drop:.3f})")
 
 
+def _class_floor_checks(candidate: dict[str, float], prefix: str, floor: float) -> list[Check]:
+    prefix = prefix.rstrip("/")
+    keys = [k for k in candidate if k.startswith(f"{prefix}/")]
+    if not keys:
+        return [Check(f"class-floor:{prefix}", False,
+                      f"no {prefix}/<class> metrics in candidate metrics (floor {floor:.3f})")]
+    checks = []
+    for key in keys:
+        check_name, cls = f"class-floor:{key}", key[len(prefix) + 1:]
+        value = candidate[key]
+        if value is None:
+            checks.append(Check(check_name, False, f"{key} is None in candidate metrics"))
+        elif math.isnan(float(value)):
+            checks.append(Check(check_name, True, f"{key}: no {cls} objects in the test split"))
+        elif float(value) >= floor:
+            checks.append(Check(check_name, True, f"{key} {float(value):.3f} >= floor {floor:.3f}"))
+        else:
+            checks.append(Check(check_name, False, f"{key} {float(value):.3f} < floor {floor:.3f}"))
+    return checks
+
+
+def relative_drop(clean: float, corrupted: float) -> float:
+    """(clean - corrupted) / clean; 0 when nothing was lost, inf when a 0 score fell further."""
+    if clean > 0:
+        return (clean - corrupted) / clean
+    return 0.0 if corrupted >= clean else math.inf
+
+
+def _robust_check(candidate: dict[str, float], corrupted: dict[str, float] | None,
+                  name: str, severity: int, cfg: RobustnessConfig) -> Check:
+    check_name, metric, limit = f"robust:{name}", cfg.metric, cfg.max_relative_drop
+    where = f"{name} (severity {severity})"
+    clean = _value(candidate, metric)
+    if clean is None:
+        return Check(check_name, False, f"{where}: clean {_unusable(candidate, metric)}")
+    if corrupted is None:
+        return Check(check_name, False, f"{where}: not evaluated on this corruption")
+    value = _value(corrupted, metric)
+    if value is None:
+        what = "missing from" if corrupted.get(metric) is None else "NaN in"
+        return Check(check_name, False, f"{where}: {metric} {what} the corrupted-split metrics")
+    drop = relative_drop(clean, value)
+    text = (f"{where}: {metric} {value:.3f} vs clean {clean:.3f} "
+            f"(relative drop {drop:.1%}, max {limit:.1%})")
+    return Check(check_name, drop <= limit + _TOLERANCE, text)
+
+
+def _robustness_checks(candidate: dict[str, float],
+                       robustness: dict[str, dict[str, float]] | None,
+                       cfg: RobustnessConfig | None) -> list[Check]:
+    if cfg is None or not cfg.corruptions:
+        return []
+    if robustness is None:
+        return [Check(f"robust:{name}", False, f"{name} (severity {sev}): robustness not evaluated")
+                for name, sev in cfg.corruptions.items()]
+    return [_robust_check(candidate, robustness.get(name), name, sev, cfg)
+            for name, sev in cfg.corruptions.items()]
+
+
 def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None,
-                  cfg: GateConfig) -> GateResult:
-    """Every floor, then every non-regression check, in config order; passed = all pass.
+                  cfg: GateConfig,
+                  robustness: dict[str, dict[str, float]] | None = None) -> GateResult:
+    """Floors, per-class floors, non-regression, robustness, in config order; passed = all pass.
 
     With no champion the non-regression checks pass with detail "no champion yet".
+    ``robustness`` maps a corruption name to the candidate's metrics on that corrupted
+    copy of the test split; a configured corruption without metrics fails its check.
     """
     checks = [_floor_check(candidate, name, floor) for name, floor in cfg.floors.items()]
+    for prefix, floor in cfg.class_floors.items():
+        checks += _class_floor_checks(candidate, prefix, floor)
     checks += [_regression_check(candidate, champion, name, drop)
                for name, drop in cfg.max_drop.items()]
+    checks += _robustness_checks(candidate, robustness, cfg.robustness)
     return GateResult(passed=all(c.passed for c in checks), checks=tuple(checks))

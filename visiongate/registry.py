@@ -57,6 +57,21 @@ def by_alias(uri: str, name: str, alias: str) -> Version | None:
         raise
 
 
+def resolve(uri: str, model_uri: str) -> Version:
+    """`models:/NAME@ALIAS` or `models:/NAME/VERSION` -> the registered version."""
+    ref = model_uri.removeprefix("models:/")
+    name, sep, alias = ref.partition("@")
+    if not sep:
+        name, _, version = ref.rpartition("/")
+        if not name or not version.isdigit():
+            raise ValueError(f"{model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        return get(uri, name, version)
+    found = by_alias(uri, name, alias)
+    if found is None:
+        raise ValueError(f"{model_uri!r}: no version of {name!r} has alias {alias!r}")
+    return found
+
+
 def promote(uri: str, name: str, version: str, reason: str) -> Version:
     """Move `champion` to `version`; the replaced champion becomes `previous-champion`."""
     client = MlflowClient(uri)

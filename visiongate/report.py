@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import math
 
-from visiongate.gates import GateResult
+from visiongate.config import RobustnessConfig
+from visiongate.gates import GateResult, relative_drop
 
 PROMOTE = "PROMOTE"
 KEEP = "KEEP CHAMPION"
@@ -81,12 +82,42 @@ def _lineage_table(lineage: dict[str, str]) -> list[str]:
     return lines + [""]
 
 
+def _robustness_table(candidate: dict, robustness: dict[str, dict] | None,
+                      cfg: RobustnessConfig | None, result: GateResult) -> list[str]:
+    if cfg is None or not cfg.corruptions:
+        return []
+    lines = ["## Robustness", "",
+             f"Candidate `{_cell(cfg.metric)}` on corrupted copies of the test split.", ""]
+    if robustness is None:
+        return lines + ["robustness not evaluated", ""]
+    passed = {c.name: c.passed for c in result.checks}
+    lines += ["| corruption | severity | clean | corrupted | relative drop | max allowed | |",
+              "|---|---:|---:|---:|---:|---:|:-:|"]
+    clean = _number(candidate, cfg.metric)
+    for name, severity in cfg.corruptions.items():
+        corrupted = _number(robustness.get(name), cfg.metric)
+        usable = [v for v in (clean, corrupted) if v is not None and not math.isnan(v)]
+        drop = f"{relative_drop(clean, corrupted):.1%}" if len(usable) == 2 else "—"
+        mark = {True: "✅", False: "❌"}.get(passed.get(f"robust:{name}"), "—")
+        lines.append(f"| {_cell(name)} | {severity} | {_fmt(clean)} | {_fmt(corrupted)} | "
+                     f"{drop} | {cfg.max_relative_drop:.1%} | {mark} |")
+    return lines + [""]
+
+
 def gate_report(model_name: str, candidate: dict, champion: dict | None,
                 champion_version: str | None, result: GateResult,
-                lineage: dict[str, str]) -> str:
-    """One markdown page: verdict, candidate-vs-champion metrics, checks, lineage."""
+                lineage: dict[str, str],
+                robustness: dict[str, dict[str, float]] | None = None,
+                robustness_cfg: RobustnessConfig | None = None) -> str:
+    """One markdown page: verdict, candidate-vs-champion metrics, checks, robustness, lineage.
+
+    The robustness table appears when ``robustness_cfg`` (the gate's
+    ``GateConfig.robustness``) configures corruptions; ``robustness`` is the same
+    corruption -> metrics mapping given to ``evaluate_gate``.
+    """
     lines = _headline(model_name, champion_version, result)
     lines += _metric_table(candidate, champion, champion_version)
     lines += _check_list(result)
+    lines += _robustness_table(candidate, robustness, robustness_cfg, result)
     lines += _lineage_table(lineage)
     return "\n".join(lines)

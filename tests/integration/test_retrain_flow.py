@@ -1,5 +1,7 @@
 """The whole retrain chain on a tiny generated dataset, run twice."""
 
+import json
+
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -57,7 +59,7 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
         assert sum("champion" in v.aliases for v in versions) == 1
 
 
-def test_refused_candidate_leaves_the_champion_untouched(tiny_project, prefect_harness):
+def test_refused_candidate_leaves_the_champion_untouched(tiny_project, prefect_harness, capsys):
     from flows.cli import GATE_REFUSED, main
     from flows.retrain import retrain
 
@@ -79,3 +81,20 @@ def test_refused_candidate_leaves_the_champion_untouched(tiny_project, prefect_h
     assert set(challenger.aliases) == {"challenger"}
     run = client.get_run(challenger.run_id)
     assert run.data.tags["gate.passed"] == "false" and "floor 1.010" in run.data.tags["gate.reasons"]
+
+    capsys.readouterr()
+    assert main(["evaluate", "--model", "models:/shapes-detect@champion",
+                 "--root", str(tiny_project)]) == 0
+    out = capsys.readouterr().out
+    # DVC's log handler was bound to pytest's captured stdout by the earlier flow run, so
+    # its "didn't change" line lands here; from a shell it goes to stderr (see cli.py).
+    scored = json.loads(out[out.index("{\n"):])
+    assert scored["model"] == f"shapes-detect/{champion['version']}"
+    assert scored["data_md5"] == champion_run_md5(client, champion["run_id"])
+    for key, value in champion["metrics"].items():  # same checkpoint, same pinned split
+        assert scored["metrics"][key] == pytest.approx(value, nan_ok=True, abs=1e-6) or (
+            value != value and scored["metrics"][key] is None)
+
+
+def champion_run_md5(client, run_id):
+    return client.get_run(run_id).data.params["data.md5.test"]

@@ -1,12 +1,13 @@
-"""The gate: floors, non-regression, no champion, missing / NaN metrics."""
+"""The gate: floors, non-regression, per-class floors, robustness, missing / NaN metrics."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from pydantic import ValidationError
 
-from visiongate.config import GateConfig
+from visiongate.config import GateConfig, RobustnessConfig
 from visiongate.gates import Check, GateResult, evaluate_gate
 
 CFG = GateConfig(floors={"map50": 0.5}, max_drop={"map50": 0.03, "map50_95": 0.05})
@@ -95,3 +96,79 @@ def test_to_dict_and_frozen():
                     "detail": "map50 0.400 < floor 0.500"}]}
     with pytest.raises(AttributeError):
         result.passed = True  # type: ignore[misc]
+
+
+# --- per-class floors -------------------------------------------------------------------
+
+def test_class_floors_pass_fail_and_absent_class():
+    cfg = GateConfig(class_floors={"ap": 0.3})
+    candidate = {"map50": 0.9, "ap/circle": 0.55, "ap/square": 0.3, "ap/triangle": math.nan}
+    result = evaluate_gate(candidate, None, cfg)
+    assert result.passed, result.reasons
+    assert [c.name for c in result.checks] == [
+        "class-floor:ap/circle", "class-floor:ap/square", "class-floor:ap/triangle"]
+    absent = _check(result, "class-floor:ap/triangle")
+    assert absent.passed and "no triangle objects in the test split" in absent.detail
+
+    bad = evaluate_gate({**candidate, "ap/square": 0.12}, None, cfg)
+    assert not bad.passed
+    assert bad.reasons == ["ap/square 0.120 < floor 0.300"]
+
+
+def test_class_floors_semantic_iou_and_no_per_class_metrics():
+    cfg = GateConfig(class_floors={"iou": 0.5})
+    result = evaluate_gate({"miou": 0.7, "iou/background": 0.95, "iou/circle": 0.45}, None, cfg)
+    assert [c.name for c in result.checks if not c.passed] == ["class-floor:iou/circle"]
+    none = evaluate_gate({"miou": 0.7}, None, cfg)
+    assert not none.passed
+    assert "no iou/<class> metrics" in none.reasons[0]
+
+
+# --- robustness -------------------------------------------------------------------------
+
+ROBUST = GateConfig(robustness=RobustnessConfig(
+    metric="map50", corruptions={"blur": 1, "low_light": 2}, max_relative_drop=0.3))
+
+
+def test_robustness_pass_and_fail():
+    clean = {"map50": 0.8}
+    ok = evaluate_gate(clean, None, ROBUST,
+                       robustness={"blur": {"map50": 0.56}, "low_light": {"map50": 0.79}})
+    assert ok.passed, ok.reasons                    # 0.8 -> 0.56 is exactly 30 %
+    assert [c.name for c in ok.checks] == ["robust:blur", "robust:low_light"]
+    assert "relative drop 30.0%, max 30.0%" in _check(ok, "robust:blur").detail
+
+    bad = evaluate_gate(clean, None, ROBUST,
+                        robustness={"blur": {"map50": 0.4}, "low_light": {"map50": 0.9}})
+    assert not bad.passed
+    assert bad.reasons == ["blur (severity 1): map50 0.400 vs clean 0.800 "
+                           "(relative drop 50.0%, max 30.0%)"]
+
+
+def test_robustness_missing_nan_and_not_evaluated():
+    clean = {"map50": 0.8}
+    missing = evaluate_gate(clean, None, ROBUST, robustness={"blur": {"map50": math.nan}})
+    assert not missing.passed
+    assert "map50 NaN in the corrupted-split metrics" in _check(missing, "robust:blur").detail
+    assert "not evaluated on this corruption" in _check(missing, "robust:low_light").detail
+
+    not_run = evaluate_gate(clean, None, ROBUST)
+    assert not not_run.passed and len(not_run.checks) == 2
+    assert all("robustness not evaluated" in r for r in not_run.reasons)
+
+    no_clean = evaluate_gate({}, None, ROBUST, robustness={"blur": {"map50": 0.5},
+                                                            "low_light": {"map50": 0.5}})
+    assert not no_clean.passed
+    assert "clean map50 missing from candidate metrics" in no_clean.reasons[0]
+
+
+def test_robustness_zero_clean_score():
+    cfg = GateConfig(robustness=RobustnessConfig(metric="miou", corruptions={"fog": 1}))
+    assert evaluate_gate({"miou": 0.0}, None, cfg, robustness={"fog": {"miou": 0.0}}).passed
+
+
+def test_unknown_corruption_names_the_choices():
+    with pytest.raises(ValidationError, match="snow.*choose from.*blur"):
+        RobustnessConfig(metric="map50", corruptions={"snow": 1})
+    with pytest.raises(ValidationError, match="severity 4"):
+        RobustnessConfig(metric="map50", corruptions={"blur": 4})

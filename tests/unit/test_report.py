@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from visiongate.config import GateConfig
+from visiongate.config import GateConfig, RobustnessConfig
 from visiongate.gates import evaluate_gate
 from visiongate.report import gate_report
 
@@ -41,3 +41,24 @@ def test_report_promote_without_champion():
     assert "no champion yet" in page
     assert "❌" not in page
     assert "(none recorded)" in page
+
+
+def test_report_robustness_table():
+    robust = RobustnessConfig(metric="map50", corruptions={"blur": 1, "fog": 2},
+                              max_relative_drop=0.3)
+    cfg = GateConfig(floors={"map50": 0.5}, robustness=robust)
+    candidate = {"map50": 0.8}
+    robustness = {"blur": {"map50": 0.4}, "fog": {"map50": 0.72}}
+    result = evaluate_gate(candidate, None, cfg, robustness=robustness)
+    page = gate_report("shapes-detect", candidate, None, None, result, {},
+                       robustness=robustness, robustness_cfg=robust)
+    assert "## Robustness" in page
+    assert "| blur | 1 | 0.8000 | 0.4000 | 50.0% | 30.0% | ❌ |" in page
+    assert "| fog | 2 | 0.8000 | 0.7200 | 10.0% | 30.0% | ✅ |" in page
+    assert page.index("## Robustness") < page.index("## Lineage")
+
+    not_run = evaluate_gate(candidate, None, cfg)
+    page = gate_report("shapes-detect", candidate, None, None, not_run, {},
+                       robustness_cfg=robust)
+    assert "robustness not evaluated" in page
+    assert "## Robustness" not in gate_report("m", candidate, None, None, not_run, {})
