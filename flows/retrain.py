@@ -12,7 +12,7 @@ import flows  # noqa: F401  (Prefect environment defaults before prefect is impo
 from prefect import flow, get_run_logger
 
 from tasks.data import version_data
-from tasks.evaluate import evaluate_model
+from tasks.evaluate import evaluate_model, evaluate_robustness
 from tasks.gate import gate
 from tasks.registry import champion_checkpoint, promote, register
 from tasks.tracking import log_results, start_run
@@ -51,9 +51,12 @@ def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, s
         metrics = evaluate_model(checkpoint, str(data_root / "test"))
         champion = champion_checkpoint(uri, name, str(project / ".cache" / "champions"))
         champion_metrics = evaluate_model(champion[1], str(data_root / "test")) if champion else None
+        robustness = (evaluate_robustness(checkpoint, str(data_root / "test"), str(
+            project / ".cache" / "robustness" / f"{params.dataset}-{md5s['test']}"),
+            cfg.gate.robustness.corruptions) if cfg.gate.robustness else None)
         verdict, report = gate(name, metrics, champion_metrics, champion[0] if champion else None,
-                               cfg.gate, lineage)
-        log_results(uri, run_id, metrics, verdict, report, checkpoint)
+                               cfg.gate, lineage, robustness)
+        log_results(uri, run_id, metrics, verdict, report, checkpoint, robustness)
 
         version = register(uri, name, run_id, {**lineage, "run_id": run_id,
                                                "gate.passed": str(verdict["passed"]).lower()})

@@ -17,9 +17,12 @@ def start_run(uri: str, experiment_id: str, run_name: str, params: dict, tags: d
 
 @task(**IO)
 def log_results(uri: str, run_id: str, metrics: dict, verdict: dict, report: str,
-                checkpoint: str) -> None:
-    """Test metrics, gate verdict and report, and the checkpoint (meta.json + weights)."""
+                checkpoint: str, robustness: dict | None = None) -> None:
+    """Test metrics (clean and corrupted), gate verdict and report, and the checkpoint."""
     tracking.log_metrics(uri, run_id, {f"test/{k}": v for k, v in metrics.items()})
+    for corruption, corrupted in (robustness or {}).items():
+        tracking.log_metrics(uri, run_id, {f"robust/{corruption}/{k}": v
+                                           for k, v in corrupted.items() if "/" not in k})
     tracking.set_tags(uri, run_id, {"gate.passed": str(verdict["passed"]).lower(),
                                     "gate.reasons": "; ".join(verdict["reasons"])[:5000]})
     tracking.log_text(uri, run_id, report, "gate_report.md")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from visiongate import metrics, models
 from visiongate.datasets.coco import load_split, read_semantic_mask
+from visiongate.robustness import corrupt_split
 
 
 def evaluate(checkpoint: Path, split_dir: Path) -> dict[str, float]:
@@ -25,3 +26,13 @@ def evaluate(checkpoint: Path, split_dir: Path) -> dict[str, float]:
                                          predictions)
     targets = [read_semantic_mask(split, im) for im in split.images]
     return metrics.semantic_metrics(predictions, targets, ["background", *split.class_names])
+
+
+def evaluate_corrupted(checkpoint: Path, split_dir: Path, cache_dir: Path,
+                       corruptions: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Metrics on a corrupted copy of the split per corruption (copies cached in cache_dir)."""
+    out = {}
+    for name, severity in corruptions.items():
+        copy = corrupt_split(Path(split_dir), Path(cache_dir) / f"{name}-s{severity}", name, severity)
+        out[name] = evaluate(checkpoint, copy)
+    return out

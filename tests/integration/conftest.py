@@ -14,7 +14,9 @@ TINY_PARAMS = {
     "dataset": "shapes",
     "synth": {"seed": 1, "image_size": 64, "splits": {"train": 8, "val": 4, "test": 4}},
     "detect": {"epochs": 1, "imgsz": 64, "batch": 4,
-               "gate": {"floors": {"map50": 0.0}, "max_drop": {"map50": 1.0}}},
+               "gate": {"floors": {"map50": 0.0}, "max_drop": {"map50": 1.0},
+                        "robustness": {"metric": "map50", "corruptions": {"blur": 1, "fog": 2},
+                                       "max_relative_drop": 1.0}}},
     "segment": {"epochs": 1, "imgsz": 64, "batch": 4, "base_channels": 8,
                 "gate": {"floors": {"miou": 0.0}, "max_drop": {"miou": 1.0}}},
 }

@@ -36,7 +36,11 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
         artifacts = {f.path for f in client.list_artifacts(outcome["run_id"])}
         assert "gate_report.md" in artifacts
         report = client.download_artifacts(outcome["run_id"], "gate_report.md")
-        assert outcome["name"] in open(report).read()
+        report_text = open(report).read()
+        assert outcome["name"] in report_text
+        if outcome["name"] == "shapes-detect":  # robustness configured for the detector only
+            assert "## Robustness" in report_text and "fog" in report_text
+            assert "robust/blur/map50" in run.data.metrics
         assert outcome["verdict"]["passed"], outcome["verdict"]
         version = client.get_model_version(outcome["name"], outcome["version"])
         assert set(version.aliases) == {"champion", "challenger"}
