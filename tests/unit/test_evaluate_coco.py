@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import math
 from pathlib import Path
 
@@ -18,7 +19,11 @@ from pycocotools.cocoeval import COCOeval
 from flows.cli import main
 from visiongate.metrics import COCO_STAT_NAMES, detection_metrics
 
-COCO128 = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco128-seg"
+# The real datasets live beside the project (../shared/data), never inside it;
+# VISIONGATE_SHARED_DATA points elsewhere.
+SHARED_DATA = Path(os.environ.get("VISIONGATE_SHARED_DATA",
+                                  Path(__file__).resolve().parents[3] / "shared" / "data"))
+COCO128 = SHARED_DATA / "coco128-seg"
 CATEGORIES = [{"id": k, "name": f"class{k}"} for k in (1, 2, 3, 4)]
 
 
