@@ -20,14 +20,18 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0 if all(o["verdict"]["passed"] for o in outcomes) else GATE_REFUSED
 
 
+def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """NaN (undefined: no such ground-truth objects) is written as JSON null."""
+    return {k: None if v != v else v for k, v in metrics.items()}
+
+
 def _evaluate_coco(args: argparse.Namespace) -> int:
     import json
 
     from visiongate.metrics import evaluate_coco_files
 
-    metrics = evaluate_coco_files(args.gt, args.pred, args.iou_type)
-    # NaN (undefined: no such ground-truth objects) is written as JSON null.
-    print(json.dumps({k: None if v != v else v for k, v in metrics.items()}, indent=2))
+    print(json.dumps(_json_metrics(evaluate_coco_files(args.gt, args.pred, args.iou_type)),
+                     indent=2))
     return 0
 
 
@@ -45,14 +49,13 @@ def _evaluate_model(args: argparse.Namespace) -> int:
     dataset = args.dataset or params.dataset
     uri = tracking.tracking_uri(root, params.mlflow)
     version = registry.resolve(uri, args.model)
-    cache = root / ".cache" / "champions" / f"{version.name}-v{version.version}"
-    checkpoint = tracking.download_artifacts(uri, version.run_id, "model", cache)
+    checkpoint = registry.checkout(uri, version, root / ".cache" / "champions")
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
         md5s = versioning.reproduce(root, dataset)
     metrics = evaluate(checkpoint, root / "data" / "prepared" / dataset / args.split)
     print(json.dumps({"model": f"{version.name}/{version.version}", "dataset": dataset,
                       "split": args.split, "data_md5": md5s[args.split],
-                      "metrics": {k: None if v != v else v for k, v in metrics.items()}}, indent=2))
+                      "metrics": _json_metrics(metrics)}, indent=2))
     return 0
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from prefect import task
 
 from tasks.tracking import IO
-from visiongate import registry, tracking
+from visiongate import registry
 
 
 @task(**IO)
@@ -14,8 +14,7 @@ def champion_checkpoint(uri: str, name: str, cache_dir: str) -> tuple[str, str] 
     champion = registry.by_alias(uri, name, registry.CHAMPION)
     if champion is None:
         return None
-    dst = Path(cache_dir) / f"{name}-v{champion.version}"
-    return champion.version, str(tracking.download_artifacts(uri, champion.run_id, "model", dst))
+    return champion.version, str(registry.checkout(uri, champion, Path(cache_dir)))
 
 
 @task(**IO)

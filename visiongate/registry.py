@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -70,6 +71,13 @@ def resolve(uri: str, model_uri: str) -> Version:
     if found is None:
         raise ValueError(f"{model_uri!r}: no version of {name!r} has alias {alias!r}")
     return found
+
+
+def checkout(uri: str, version: Version, cache_root: Path) -> Path:
+    """Local copy of a version's checkpoint folder, cached per name and version."""
+    dst = Path(cache_root) / f"{version.name}-v{version.version}"
+    dst.mkdir(parents=True, exist_ok=True)
+    return Path(MlflowClient(uri).download_artifacts(version.run_id, "model", str(dst)))
 
 
 def promote(uri: str, name: str, version: str, reason: str) -> Version:

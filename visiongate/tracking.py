@@ -6,7 +6,6 @@ tracking URI explicitly so tasks can pass plain strings around.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 
@@ -68,12 +67,6 @@ def log_text(uri: str, run_id: str, text: str, artifact_file: str) -> None:
 
 def log_artifacts(uri: str, run_id: str, local_dir: Path, artifact_path: str) -> None:
     MlflowClient(uri).log_artifacts(run_id, str(local_dir), artifact_path)
-
-
-def download_artifacts(uri: str, run_id: str, artifact_path: str, dst: Path | None = None) -> Path:
-    dst = Path(dst or tempfile.mkdtemp(prefix="visiongate-"))
-    dst.mkdir(parents=True, exist_ok=True)
-    return Path(MlflowClient(uri).download_artifacts(run_id, artifact_path, str(dst)))
 
 
 def end_run(uri: str, run_id: str, failed: bool = False) -> None:
