@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import sys
 
 GATE_REFUSED = 3
+
+# Modules that add their own subcommands: each has add_commands(subparsers).
+COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli")
 
 
 def _retrain(args: argparse.Namespace) -> int:
@@ -84,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_eval.add_argument("--root", default=".", help="project root holding params.yaml and dvc.yaml")
     model_eval.add_argument("--params", default="params.yaml", help="params file, relative to --root")
     model_eval.set_defaults(func=_evaluate_model)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 

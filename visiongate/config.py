@@ -57,6 +57,9 @@ class GateConfig(Frozen):
     # Per-class floors by metric prefix: {"ap": 0.3} -> every "ap/<class>" >= 0.3.
     class_floors: dict[str, float] = {}
     robustness: RobustnessConfig | None = None
+    # Data quality: refuse promotion when validation quarantined more than this share of
+    # the dataset's images (None: no such check). The hard import bound is validation's.
+    max_quarantine_share: float | None = Field(None, ge=0, le=1)
 
 
 class DetectConfig(Frozen):
@@ -72,6 +75,7 @@ class DetectConfig(Frozen):
     device: str = "auto"
     conf: float = Field(0.001, ge=0, le=1)
     nms_iou: float = Field(0.7, gt=0, le=1)
+    class_agnostic_nms: bool = False  # True: one NMS over all classes (overlapping classes suppress)
     ultralytics_args: dict[str, Any] = {}  # passed to ultralytics' train(); it checks the keys
     gate: GateConfig = GateConfig(floors={"map50": 0.5})
 
@@ -89,6 +93,16 @@ class SegmentConfig(Frozen):
     gate: GateConfig = GateConfig(floors={"miou": 0.5})
 
 
+class ValidationConfig(Frozen):
+    """Dataset validation (import and every retrain)."""
+
+    # Import/retrain fails when more than this share of a dataset's images is quarantined.
+    max_quarantine_share: float = Field(0.2, ge=0, le=1)
+    # A box outside the image by at most this fraction of the image side is clipped
+    # (and reported as clipped); further out it is quarantined.
+    clip_tolerance: float = Field(0.02, ge=0, le=0.5)
+
+
 class MlflowConfig(Frozen):
     tracking_uri: str = "sqlite:///mlruns/mlflow.db"
     artifact_root: str = "mlruns/artifacts"
@@ -100,6 +114,7 @@ class Params(Frozen):
     synth: SynthConfig = SynthConfig()
     detect: DetectConfig = DetectConfig()
     segment: SegmentConfig = SegmentConfig()
+    validation: ValidationConfig = ValidationConfig()
     mlflow: MlflowConfig = MlflowConfig()
 
     def model_tasks(self) -> dict[str, DetectConfig | SegmentConfig]:

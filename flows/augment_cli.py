@@ -1,0 +1,7 @@
+"""`visiongate augment preview` (to be filled in)."""
+
+import argparse
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register this module's subcommands on the `visiongate` parser."""
