@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from tasks.data import version_data
 from tasks.evaluate import evaluate_model, evaluate_robustness
 from tasks.gate import gate
-from tasks.registry import champion_checkpoint, promote, register
+from tasks.registry import champion_checkpoint, log_model, promote, register
 from tasks.tracking import log_results, start_run
 from tasks.train import train_model
 from visiongate import registry, tracking
@@ -56,7 +56,8 @@ def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, s
             cfg.gate.robustness.corruptions) if cfg.gate.robustness else None)
         verdict, report = gate(name, metrics, champion_metrics, champion[0] if champion else None,
                                cfg.gate, lineage, robustness)
-        log_results(uri, run_id, metrics, verdict, report, checkpoint, robustness)
+        log_results(uri, run_id, metrics, verdict, report, robustness)
+        log_model(uri, run_id, checkpoint)
 
         version = register(uri, name, run_id, {**lineage, "run_id": run_id,
                                                "gate.passed": str(verdict["passed"]).lower()})

@@ -1,11 +1,8 @@
 """MLflow tracking tasks: retried, since a tracking server can blink."""
 
-import tempfile
-from pathlib import Path
-
 from prefect import task
 
-from visiongate import models, tracking
+from visiongate import tracking
 
 IO = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
 
@@ -17,8 +14,8 @@ def start_run(uri: str, experiment_id: str, run_name: str, params: dict, tags: d
 
 @task(**IO)
 def log_results(uri: str, run_id: str, metrics: dict, verdict: dict, report: str,
-                checkpoint: str, robustness: dict | None = None) -> None:
-    """Test metrics (clean and corrupted), gate verdict and report, and the checkpoint."""
+                robustness: dict | None = None) -> None:
+    """Test metrics (clean and corrupted), gate verdict and report."""
     tracking.log_metrics(uri, run_id, {f"test/{k}": v for k, v in metrics.items()})
     for corruption, corrupted in (robustness or {}).items():
         tracking.log_metrics(uri, run_id, {f"robust/{corruption}/{k}": v
@@ -26,6 +23,3 @@ def log_results(uri: str, run_id: str, metrics: dict, verdict: dict, report: str
     tracking.set_tags(uri, run_id, {"gate.passed": str(verdict["passed"]).lower(),
                                     "gate.reasons": "; ".join(verdict["reasons"])[:5000]})
     tracking.log_text(uri, run_id, report, "gate_report.md")
-    with tempfile.TemporaryDirectory(prefix="visiongate-") as tmp:
-        tracking.log_artifacts(uri, run_id, models.export_checkpoint(Path(checkpoint), Path(tmp)),
-                               "model")

@@ -12,7 +12,10 @@ from visiongate.robustness import corrupt_split
 def evaluate(checkpoint: Path, split_dir: Path) -> dict[str, float]:
     """Predict every image of the split and compute the task's metrics.
 
-    Detection: COCO box mAP (faster-coco-eval). Semantic segmentation: mIoU, Dice, pixel accuracy.
+    Detection (meta task "detect"): COCO box mAP (faster-coco-eval). Instance segmentation
+    ("instance"): box metrics as for detection plus mask metrics prefixed `mask_`
+    (mask_map50, mask_ap/<class>, ...). Semantic segmentation ("segment"): mIoU, Dice,
+    pixel accuracy.
     """
     meta = models.read_meta(checkpoint)
     split = load_split(Path(split_dir))
@@ -21,9 +24,13 @@ def evaluate(checkpoint: Path, split_dir: Path) -> dict[str, float]:
         raise ValueError(f"{checkpoint} was trained on classes {model_classes}, "
                          f"but {split_dir} has {list(split.class_names)}: they cannot be compared")
     predictions = models.predict(checkpoint, [split.image_path(im) for im in split.images])
+    image_ids = [im["id"] for im in split.images]
     if meta["task"] == "detect":
-        return metrics.detection_metrics(split.coco_dict(), [im["id"] for im in split.images],
-                                         predictions)
+        return metrics.detection_metrics(split.coco_dict(), image_ids, predictions)
+    if meta["task"] == "instance":
+        masks = metrics.detection_metrics(split.coco_dict(), image_ids, predictions, "segm")
+        return {**metrics.detection_metrics(split.coco_dict(), image_ids, predictions),
+                **{f"mask_{k}": v for k, v in masks.items()}}
     targets = [read_semantic_mask(split, im) for im in split.images]
     return metrics.semantic_metrics(predictions, targets, ["background", *split.class_names])
 
