@@ -20,7 +20,7 @@ COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli")
 def _retrain(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
 
-    outcomes = retrain(args.root, args.params)
+    outcomes = retrain(args.root, args.params, args.dataset)
     return 0 if all(o["verdict"]["passed"] for o in outcomes) else GATE_REFUSED
 
 
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     retrain = sub.add_parser("retrain", help="run the retrain flow (data → train → gate → promote)")
     retrain.add_argument("--root", default=".", help="project root holding params.yaml and dvc.yaml")
     retrain.add_argument("--params", default="params.yaml", help="params file, relative to --root")
+    retrain.add_argument("--dataset", help=(
+        "dataset under data/prepared (imported with `visiongate data import`); default: "
+        "params.yaml's. Models are registered as <dataset>-detect / <dataset>-segment"))
     retrain.set_defaults(func=_retrain)
     evaluate = sub.add_parser("evaluate-coco", help=(
         "score a COCO results file against COCO ground truth; metrics as JSON on stdout"))

@@ -1,7 +1,164 @@
-"""`visiongate data import|validate|stats` (to be filled in)."""
+"""`visiongate data import|validate|stats`: bring a labelled dataset under DVC, check it,
+describe it.
+
+    visiongate data import --format yolo path/to/src --name mydata [--split train=0.7,...]
+    visiongate data validate mydata
+    visiongate data stats mydata [--out .cache/stats/mydata]
+"""
+
+from __future__ import annotations
 
 import argparse
+import re
+import shutil
+from pathlib import Path
+
+import yaml
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # DVC stage names allow no other punctuation
+SPLIT_NAMES = ("train", "val", "test")
+FORMATS = ("coco", "yolo", "voc", "masks")
+
+
+def _prepare_code(root: Path) -> list[str]:
+    """The stage's code deps: the importer modules, when the project holds the package."""
+    folder = root / "visiongate" / "datasets"
+    files = [folder / f for f in ("prepare.py", "validate.py", "splits.py", "coco.py")]
+    files += sorted((folder / "formats").glob("*.py"))
+    return [p.relative_to(root).as_posix() for p in files if p.is_file()]
+
+
+def _copy_source(src: Path, raw: Path, root: Path, force: bool) -> None:
+    """Copy src to data/raw/NAME unless the same bytes are already there."""
+    from visiongate import versioning
+    from visiongate.datasets.prepare import tree_md5
+
+    raw_rel = raw.relative_to(root).as_posix()
+    if versioning.restore(root, raw_rel):
+        if tree_md5(raw) == tree_md5(src):
+            print(f"{raw_rel}: same bytes as {src}, kept")
+            return
+        if not force:
+            raise ValueError(f"dataset {raw.name!r} was imported from a different source "
+                             f"({raw_rel} differs from {src}); pass --force to replace it")
+        shutil.rmtree(raw)
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    # copyfile: the bytes, not the source's (often read-only) permissions
+    shutil.copytree(src, raw, copy_function=shutil.copyfile)
+    print(f"copied {src} -> {raw_rel}")
+
+
+def _params_entry(root: Path, params: str) -> list:
+    """The stage's params dep: `validation` of the params file, when it has that section."""
+    path = root / params
+    raw = yaml.safe_load(path.read_text()) if path.is_file() else None
+    if not isinstance(raw, dict) or "validation" not in raw:
+        print(f"note: {params} has no `validation` section; the defaults apply")
+        return []
+    return ["validation"] if params == "params.yaml" else [{params: ["validation"]}]
+
+
+def _import(args: argparse.Namespace) -> int:
+    from visiongate import versioning
+    from visiongate.datasets.prepare import INFO, format_summary
+    from visiongate.datasets.splits import parse_ratios
+
+    root, src = Path(args.root).resolve(), Path(args.src).resolve()
+    if not NAME.match(args.name):
+        raise ValueError(f"--name {args.name!r}: use letters, digits, '_' or '-'")
+    if not src.is_dir():
+        raise FileNotFoundError(f"no source folder at {src}")
+    if not (root / ".dvc").is_dir():
+        raise FileNotFoundError(f"{root} is not a DVC project (no .dvc/): run `dvc init` there")
+    ratios = parse_ratios(args.split)
+    raw = root / "data" / "raw" / args.name
+    if raw == src or raw in src.parents or src in raw.parents:
+        raise ValueError(f"source {src} overlaps {raw}: import from a folder outside data/raw")
+    _copy_source(src, raw, root, args.force)
+    raw_rel, out_rel = f"data/raw/{args.name}", f"data/prepared/{args.name}"
+    versioning.track(root, raw_rel)
+    split_arg = ",".join(f"{s}={ratios[s]:g}" for s in SPLIT_NAMES)
+    cmd = (f"python -m visiongate.datasets.prepare --format {args.format} --src {raw_rel} "
+           f"--out {out_rel} --split {split_arg} --seed {args.seed} --params {args.params}")
+    outs = [f"{out_rel}/{s}" for s in SPLIT_NAMES] + [f"{out_rel}/quarantine.csv",
+                                                       f"{out_rel}/{INFO}"]
+    versioning.set_stage(root, f"prepare-{args.name}", cmd, [raw_rel, *_prepare_code(root)],
+                         outs, _params_entry(root, args.params))
+    md5s = versioning.reproduce(root, args.name)
+    import json
+
+    info = json.loads((root / out_rel / INFO).read_text())
+    print(format_summary(info, Path(out_rel)))
+    print("dvc.lock pins " + ", ".join(f"{s} {m}" for s, m in md5s.items()))
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from visiongate import versioning
+    from visiongate.datasets.validate import check_prepared, read_quarantine
+
+    root = Path(args.root).resolve()
+    prepared = root / "data" / "prepared" / args.name
+    md5s = versioning.reproduce(root, args.name)  # re-validates when data, code or params moved
+    summary = check_prepared(prepared)
+    lines = read_quarantine(prepared / "quarantine.csv")
+    for issue in lines[:args.show]:
+        print(f"{issue.kind:<20} {issue.file}: {issue.detail} [{issue.action}]")
+    if len(lines) > args.show:
+        print(f"... {len(lines) - args.show} more in {prepared / 'quarantine.csv'}")
+    kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items()) or "none"
+    print(f"{args.name}: {summary['images']} images, {summary['quarantined']} quarantined "
+          f"({summary['share']:.1%}); quarantine lines by kind: {kinds}")
+    print("splits pinned: " + ", ".join(f"{s} {m}" for s, m in md5s.items()))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from visiongate.datasets.stats import dataset_stats, format_stats, write_stat_plots
+
+    root = Path(args.root).resolve()
+    prepared = root / "data" / "prepared" / args.name
+    if not prepared.is_dir():
+        raise FileNotFoundError(f"no dataset at {prepared}: `visiongate data import` it or "
+                                "run `dvc repro`")
+    stats = dataset_stats(prepared)
+    print(format_stats(stats))
+    out = Path(args.out) if args.out else root / ".cache" / "stats" / args.name
+    for path in write_stat_plots(stats, out):
+        print(f"wrote {path}")
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Register this module's subcommands on the `visiongate` parser."""
+    """Register `visiongate data import|validate|stats`."""
+    data = sub.add_parser("data", help="import, validate and describe datasets")
+    commands = data.add_subparsers(dest="data_command", required=True)
+
+    imp = commands.add_parser("import", help=(
+        "copy a dataset into data/raw/NAME (DVC-tracked), validate it and write the canonical "
+        "splits to data/prepared/NAME through a DVC stage"))
+    imp.add_argument("src", help="source folder (never modified)")
+    imp.add_argument("--format", required=True, choices=FORMATS)
+    imp.add_argument("--name", required=True, help="dataset name: data/prepared/NAME")
+    imp.add_argument("--split", default="train=0.7,val=0.15,test=0.15", help=(
+        "shares for the splits the source lacks (its own splits are kept)"))
+    imp.add_argument("--seed", type=int, default=0, help="split seed")
+    imp.add_argument("--force", action="store_true", help="replace NAME imported from elsewhere")
+    imp.set_defaults(func=_import)
+
+    val = commands.add_parser("validate", help=(
+        "bring NAME's prepare stage up to date, check its splits, print its quarantine report"))
+    val.add_argument("name")
+    val.add_argument("--show", type=int, default=20, help="quarantine lines to print")
+    val.set_defaults(func=_validate)
+
+    stats = commands.add_parser("stats", help=(
+        "per split: images, objects per class, empty images, COCO size classes; two plots"))
+    stats.add_argument("name")
+    stats.add_argument("--out", help="folder for the plots (default .cache/stats/NAME)")
+    stats.set_defaults(func=_stats)
+
+    for parser in (imp, val, stats):
+        parser.add_argument("--root", default=".", help="project root (dvc.yaml, params.yaml)")
+        parser.add_argument("--params", default="params.yaml",
+                            help="params file, relative to --root")

@@ -1,7 +1,140 @@
-"""`visiongate models list`, `promote`, `rollback`, `predict` (to be filled in)."""
+"""`visiongate models list`, `promote`, `rollback`, `predict`, `serve`: the registry by hand.
+
+Each command reads the MLflow store from params.yaml under --root (default: the
+current folder), like `visiongate evaluate`.
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _uri(args: argparse.Namespace) -> str:
+    from visiongate import tracking
+    from visiongate.config import load_params
+
+    root = Path(args.root).resolve()
+    return tracking.tracking_uri(root, load_params(root / args.params).mlflow)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from visiongate import registry
+
+    found = registry.list_models(_uri(args), args.name)
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print("no registered models")
+    for model in found:
+        print(model["name"])
+        for v in model["versions"]:
+            metrics = "  ".join(f"{k}={x:.3f}" for k, x in v["metrics"].items()) or "-"
+            print(f"  v{v['version']:<4} {', '.join(v['aliases']) or '-':<30} {v['created']}  "
+                  f"gate={v['gate']:<5}  {metrics}")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from visiongate import registry
+
+    uri = _uri(args)
+    move = registry.promote(uri, args.name, args.version, args.reason)
+    if move.replaced == move.version:
+        print(f"{args.name} v{args.version} is already champion; nothing moved")
+        return 0
+    gate = registry.get(uri, args.name, args.version).tags.get("gate.passed")
+    if gate != "true":
+        print(f"note: v{args.version} did not pass its gate (gate.passed={gate}); "
+              "promoted by explicit override", file=sys.stderr)
+    was = f"; v{move.replaced} is previous-champion" if move.replaced else ""
+    print(f"{args.name} v{move.version} is champion{was} ({move.by}, {move.at})")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from visiongate import registry
+
+    move = registry.rollback(_uri(args), args.name, args.reason)
+    left = f"; v{move.replaced} is no longer champion" if move.replaced else ""
+    print(f"{args.name} rolled back: v{move.version} is champion again{left} "
+          f"({move.by}, {move.at})")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from flows.predict import predict
+
+    result = predict(args.model, args.images, args.out, args.root, args.params, args.min_score)
+    for file, reason in result["skipped"]:
+        print(f"skipped {file}: {reason}", file=sys.stderr)
+    print(f"{result['predicted']} images, {result['detections']} predictions, "
+          f"{len(result['skipped'])} skipped -> {result['out_dir']}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """`mlflow models serve` on 127.0.0.1 in this environment (no new environment built)."""
+    from visiongate import registry
+
+    uri = _uri(args)
+    registry.resolve(uri, args.model)  # a clear error before the server starts
+    bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+           "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    return subprocess.call([sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model,
+                            "--env-manager", "local", "--host", "127.0.0.1",
+                            "--port", str(args.port), "--workers", str(args.workers)], env=env)
+
+
+def _store_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument("--root", default=".", help="project root holding params.yaml")
+    parser.add_argument("--params", default="params.yaml", help="params file, relative to --root")
+    return parser
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register this module's subcommands on the `visiongate` parser."""
+    models = sub.add_parser("models", help="registered models").add_subparsers(
+        dest="models_command", required=True)
+    listing = _store_args(models.add_parser("list", help=(
+        "registered models: versions, aliases, gate verdict, headline test metrics")))
+    listing.add_argument("--name", help="only this registered model")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=_list)
+
+    promote = _store_args(sub.add_parser("promote", help=(
+        "make VERSION champion by hand (recorded: who, when, why); the old one becomes "
+        "previous-champion")))
+    promote.add_argument("name", help="registered model, e.g. shapes-detect")
+    promote.add_argument("version", help="version number")
+    promote.add_argument("--reason", required=True, help="why (recorded on the version)")
+    promote.set_defaults(func=_promote)
+
+    rollback = _store_args(sub.add_parser("rollback", help=(
+        "make previous-champion champion again; the rolled-back version loses champion")))
+    rollback.add_argument("name", help="registered model, e.g. shapes-detect")
+    rollback.add_argument("--reason", default="manual rollback", help="why (recorded)")
+    rollback.set_defaults(func=_rollback)
+
+    predict = _store_args(sub.add_parser("predict", help=(
+        "batch prediction: COCO predictions.json, overlays/, skipped.csv in --out")))
+    predict.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    predict.add_argument("images", help="folder of images (searched recursively)")
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--min-score", type=float, help=(
+        "drop detections scored below this (default: the serving default, 0.25)"))
+    predict.set_defaults(func=_predict)
+
+    serve = _store_args(sub.add_parser("serve", help=(
+        "serve a registered model over REST on 127.0.0.1 (mlflow models serve)")))
+    serve.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    serve.add_argument("--port", type=int, default=5001)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(func=_serve)

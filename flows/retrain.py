@@ -11,69 +11,97 @@ from pathlib import Path
 import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
 from prefect import flow, get_run_logger
 
-from tasks.data import version_data
-from tasks.evaluate import evaluate_model, evaluate_robustness
+from tasks.data import describe_data, validate_data, version_data
+from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.gate import gate
 from tasks.registry import champion_checkpoint, log_model, promote, register
-from tasks.tracking import log_results, start_run
+from tasks.tracking import log_dataset, log_results, start_run
 from tasks.train import train_model
 from visiongate import registry, tracking
 from visiongate.config import Params, flatten, load_params, params_hash
+from visiongate.datasets.prepare import has_masks
 from visiongate.lineage import lineage_tags
 
 
 @flow(name="retrain")
-def retrain(root: str = ".", params_file: str = "params.yaml") -> list[dict]:
-    """Retrain every enabled model task and promote each candidate the gate lets through."""
+def retrain(root: str = ".", params_file: str = "params.yaml",
+            dataset: str | None = None) -> list[dict]:
+    """Retrain every enabled model task and promote each candidate the gate lets through.
+
+    `dataset` (a folder under data/prepared with a DVC stage) overrides params.yaml's.
+    """
     project = Path(root).resolve()
     params = load_params(project / params_file)
+    if dataset:
+        params = params.model_copy(update={"dataset": dataset})
     md5s = version_data(str(project), params.dataset)
+    data = project / "data" / "prepared" / params.dataset
+    if params.segment.enabled and not has_masks(data):
+        raise ValueError(f"dataset {params.dataset!r} has boxes only, no masks: a segmentation "
+                         "model cannot train on it (set segment.enabled: false, or import masks)")
+    quarantine = validate_data(str(project), params.dataset)
+    stats_dir = project / ".cache" / "stats" / params.dataset
+    counts = describe_data(str(project), params.dataset, str(stats_dir))
     uri = tracking.tracking_uri(project, params.mlflow)
     experiment_id = tracking.ensure_experiment(uri, project, params.mlflow)
-    outcomes = [retrain_one(project, params, task_name, md5s, uri, experiment_id)
+    dataset_info = {"quarantine": quarantine, "counts": counts, "stats_dir": str(stats_dir),
+                    "quarantine_csv": str(data / "quarantine.csv")}
+    outcomes = [retrain_one(project, params, task_name, md5s, dataset_info, uri, experiment_id)
                 for task_name in params.model_tasks()]
     print(summary(outcomes, uri))
     return outcomes
 
 
-def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, str], uri: str,
-                experiment_id: str) -> dict:
+def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, str],
+                dataset_info: dict, uri: str, experiment_id: str) -> dict:
     cfg = params.model_tasks()[task_name]
     name = f"{params.dataset}-{task_name}"
     data_root = project / "data" / "prepared" / params.dataset
+    quarantine = dataset_info["quarantine"]
     lineage = lineage_tags(project, params.dataset, md5s, params_hash(cfg))
-    run_params = {**flatten(cfg, f"{task_name}."), **{f"data.md5.{s}": m for s, m in md5s.items()}}
+    run_params = {**flatten(cfg, f"{task_name}."), **{f"data.md5.{s}": m for s, m in md5s.items()},
+                  "data.images": quarantine["images"], "data.quarantined": quarantine["quarantined"]}
     run_id = start_run(uri, experiment_id, name, run_params, {**lineage, "model_name": name})
+    log_dataset(uri, run_id, dataset_info["counts"], quarantine, dataset_info["stats_dir"],
+                dataset_info["quarantine_csv"])
     work_dir = project / ".cache" / "train" / f"{name}-{lineage['params_hash']}-{md5s['train'][:8]}"
 
     try:
         checkpoint = train_model(cfg, str(data_root), str(work_dir), uri, run_id)
-        metrics = evaluate_model(checkpoint, str(data_root / "test"))
+        plots_dir = str(project / ".cache" / "plots" / run_id)
+        metrics = evaluate_model(checkpoint, str(data_root / "test"), plots_dir)
         champion = champion_checkpoint(uri, name, str(project / ".cache" / "champions"))
         champion_metrics = evaluate_model(champion[1], str(data_root / "test")) if champion else None
-        robustness = (evaluate_robustness(checkpoint, str(data_root / "test"), str(
-            project / ".cache" / "robustness" / f"{params.dataset}-{md5s['test']}"),
-            cfg.gate.robustness.corruptions) if cfg.gate.robustness else None)
+        robustness = None
+        if cfg.gate.robustness:
+            robustness = evaluate_robustness(checkpoint, str(data_root / "test"), str(
+                project / ".cache" / "robustness" / f"{params.dataset}-{md5s['test']}"),
+                cfg.gate.robustness.corruptions)
+            plot_robustness(metrics, robustness, cfg.gate.robustness, plots_dir)
+        plots = sorted(f"plots/{p.name}" for p in Path(plots_dir).glob("*.png"))
         verdict, report = gate(name, metrics, champion_metrics, champion[0] if champion else None,
-                               cfg.gate, lineage, robustness)
-        log_results(uri, run_id, metrics, verdict, report, robustness)
-        log_model(uri, run_id, checkpoint)
+                               cfg.gate, lineage, robustness, quarantine, plots, run_id)
+        log_results(uri, run_id, metrics, verdict, report, robustness, plots_dir)
+        model_uri = log_model(uri, run_id, checkpoint, str(data_root / "test"))
 
-        version = register(uri, name, run_id, {**lineage, "run_id": run_id,
-                                               "gate.passed": str(verdict["passed"]).lower()})
+        version = register(uri, name, model_uri, {**lineage, "run_id": run_id,
+                                                  "gate.passed": str(verdict["passed"]).lower()})
         if verdict["passed"]:
             promote(uri, name, version, reason=f"gate passed in retrain run {run_id}")
     except BaseException:
         tracking.end_run(uri, run_id, failed=True)  # the run says FAILED; no champion moved
         raise
     tracking.end_run(uri, run_id)
-    get_run_logger().info("%s v%s: %s", name, version, "promoted" if verdict["passed"] else "kept champion")
+    get_run_logger().info("%s v%s: %s", name, version, "promoted to champion" if verdict["passed"]
+                          else f"refused; kept champion v{champion[0]} because "
+                          f"{'; '.join(verdict['reasons'])}" if champion
+                          else f"refused (no champion yet) because {'; '.join(verdict['reasons'])}")
     return {"name": name, "version": version, "run_id": run_id, "metrics": metrics,
             "champion_metrics": champion_metrics, "champion_version": champion[0] if champion else None,
             "verdict": verdict}
 
 
-HEADLINE = ("map50", "map50_95", "map75", "map_small", "map_medium", "miou", "dice", "pixel_acc")
+HEADLINE = ("map50", "map50_95", "map75", "precision", "recall", "miou", "dice", "pixel_acc")
 
 
 def summary(outcomes: list[dict], uri: str) -> str:
@@ -82,8 +110,9 @@ def summary(outcomes: list[dict], uri: str) -> str:
         aliases = registry.get(uri, o["name"], o["version"]).aliases
         headline = ", ".join(f"{k}={v:.3f}" for k, v in o["metrics"].items() if k in HEADLINE)
         decision = ("PROMOTED to champion" if o["verdict"]["passed"]
-                    else f"REFUSED — kept champion v{o['champion_version']}" if o["champion_version"]
-                    else "REFUSED — no champion")
+                    else f"REFUSED — kept champion v{o['champion_version']} because:"
+                    if o["champion_version"]
+                    else "REFUSED — no champion yet, because:")
         lines += [f"{o['name']} v{o['version']}  aliases: {', '.join(aliases) or '-'}",
                   f"  test metrics: {headline}", f"  gate: {decision}"]
         lines += [f"    - {r}" for r in o["verdict"]["reasons"]]

@@ -3,9 +3,27 @@ from pathlib import Path
 from prefect import task
 
 from visiongate import versioning
+from visiongate.datasets import stats
+from visiongate.datasets.validate import check_prepared
 
 
 @task(retries=2, retry_delay_seconds=[5, 20])
 def version_data(root: str, dataset: str) -> dict[str, str]:
     """Bring the DVC data stages up to date; return the md5 pinning each split."""
     return versioning.reproduce(Path(root), dataset)
+
+
+@task
+def validate_data(root: str, dataset: str) -> dict:
+    """Check the prepared splits are readable and consistent; return the quarantine summary
+    ({"images", "quarantined", "share", "by_kind"}) that the data-quality gate judges."""
+    return check_prepared(Path(root) / "data" / "prepared" / dataset)
+
+
+@task
+def describe_data(root: str, dataset: str, out_dir: str) -> dict[str, float]:
+    """Per-split counts (images, objects, empty images, COCO size classes) as flat metrics;
+    the class histogram and box-size plot written to out_dir."""
+    described = stats.dataset_stats(Path(root) / "data" / "prepared" / dataset)
+    stats.write_stat_plots(described, Path(out_dir))
+    return stats.flat_stats(described)

@@ -2,13 +2,16 @@ from pathlib import Path
 
 from prefect import task
 
+from visiongate import plots
+from visiongate.config import RobustnessConfig
 from visiongate.evaluate import evaluate, evaluate_corrupted
 
 
 @task
-def evaluate_model(checkpoint: str, split_dir: str) -> dict[str, float]:
-    """Metrics of a checkpoint on one split (the pinned test split in the retrain flow)."""
-    return evaluate(Path(checkpoint), Path(split_dir))
+def evaluate_model(checkpoint: str, split_dir: str, plots_dir: str | None = None) -> dict[str, float]:
+    """Metrics of a checkpoint on one split (the pinned test split in the retrain flow);
+    with plots_dir, the report's PNGs too."""
+    return evaluate(Path(checkpoint), Path(split_dir), Path(plots_dir) if plots_dir else None)
 
 
 @task
@@ -16,3 +19,11 @@ def evaluate_robustness(checkpoint: str, split_dir: str, cache_dir: str,
                         corruptions: dict[str, int]) -> dict[str, dict[str, float]]:
     """Metrics on albumentations-corrupted copies of the split (low light, blur, noise, fog)."""
     return evaluate_corrupted(Path(checkpoint), Path(split_dir), Path(cache_dir), corruptions)
+
+
+@task
+def plot_robustness(clean: dict, robustness: dict, cfg: RobustnessConfig, plots_dir: str) -> str:
+    """Bar chart: the gated metric clean and under each corruption, with the gate's floor."""
+    return str(plots.robustness_bars(clean[cfg.metric], {c: m[cfg.metric] for c, m in robustness.items()},
+                                     cfg.metric, 1 - cfg.max_relative_drop,
+                                     Path(plots_dir) / "robustness.png"))

@@ -1,12 +1,12 @@
 """MLflow registry tasks: retried, since a tracking server can blink."""
 
-import tempfile
 from pathlib import Path
 
-from prefect import task
+from prefect import runtime, task
 
 from tasks.tracking import IO
-from visiongate import models, registry, tracking
+from visiongate import registry
+from visiongate.datasets.coco import load_split
 
 
 @task(**IO)
@@ -19,19 +19,27 @@ def champion_checkpoint(uri: str, name: str, cache_dir: str) -> tuple[str, str] 
 
 
 @task(**IO)
-def log_model(uri: str, run_id: str, checkpoint: str) -> str:
-    """Log what serving needs from the checkpoint under the run's `model` artifact path."""
-    with tempfile.TemporaryDirectory(prefix="visiongate-") as tmp:
-        tracking.log_artifacts(uri, run_id, models.export_checkpoint(Path(checkpoint), Path(tmp)),
-                               "model")
-    return "model"
+def checkout(uri: str, name: str, version: str, cache_dir: str) -> str:
+    """Local checkpoint dir (under cache_dir) of a registered version."""
+    return str(registry.checkout(uri, registry.get(uri, name, version), Path(cache_dir)))
 
 
 @task(**IO)
-def register(uri: str, name: str, run_id: str, tags: dict) -> str:
-    return registry.register(uri, name, run_id, "model", tags).version
+def log_model(uri: str, run_id: str, checkpoint: str, example_split: str) -> str:
+    """Log the checkpoint as the run's pyfunc model, the split's first image as input
+    example; returns the model URI to register (`models:/<model_id>`)."""
+    split = load_split(Path(example_split))
+    return registry.log_model(uri, run_id, Path(checkpoint), split.image_path(split.images[0]))
+
+
+@task(**IO)
+def register(uri: str, name: str, model_uri: str, tags: dict) -> str:
+    return registry.register(uri, name, model_uri, tags).version
 
 
 @task(**IO)
 def promote(uri: str, name: str, version: str, reason: str) -> None:
-    registry.promote(uri, name, version, reason)
+    """Gate pass: move `champion`, recording the Prefect flow run that moved it."""
+    flow_run = runtime.flow_run
+    by = f"flow run {flow_run.name} ({flow_run.id})" if flow_run.id else None
+    registry.promote(uri, name, version, reason, by=by)

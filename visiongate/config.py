@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Frozen(BaseModel):
@@ -62,35 +62,182 @@ class GateConfig(Frozen):
     max_quarantine_share: float | None = Field(None, ge=0, le=1)
 
 
-class DetectConfig(Frozen):
+DETECT_FAMILIES = ("yolo", "rtdetr", "fasterrcnn", "retinanet", "ssdlite")
+# segment family -> what it predicts: "segment" (semantic label maps) or "instance" (masks)
+SEGMENT_FAMILIES = {"unet": "segment", "fcn": "segment", "deeplabv3": "segment",
+                    "yolo": "instance", "maskrcnn": "instance"}
+# Ultralytics families: default model yaml. Torchvision families: backbones, default first.
+ULTRALYTICS_MODELS = {"yolo": "yolov8n.yaml", "rtdetr": "rtdetr-l.yaml", "yolo-seg": "yolov8n-seg.yaml"}
+BACKBONES = {
+    "fasterrcnn": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
+    "maskrcnn": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
+    "retinanet": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
+    "ssdlite": ("mobilenet_v3_large",),
+    "fcn": ("resnet50", "resnet101"),
+    "deeplabv3": ("mobilenet_v3_large", "resnet50", "resnet101"),
+}
+# Joint flips/rotations: the shapes look the same any way up (the U-Net's augmentation).
+FLIPS = ({"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5},
+         {"name": "RandomRotate90", "p": 0.5})
+
+
+def _gate_metrics(task: str) -> tuple[set[str], set[str]]:
+    """(metric names, per-class prefixes) the evaluator produces for a task."""
+    from visiongate.metrics import COCO_STAT_NAMES
+
+    if task == "segment":
+        return {"miou", "dice", "pixel_acc"}, {"iou"}
+    # box metrics, and precision/recall at the operating point (score_threshold)
+    names, prefixes = {*COCO_STAT_NAMES, "precision", "recall"}, {"ap", "precision", "recall"}
+    if task == "instance":
+        names |= {f"mask_{n}" for n in names}
+        prefixes |= {"mask_ap"}
+    return names, prefixes
+
+
+def _check_gate(section: str, family: str, task: str, gate: "GateConfig") -> None:
+    """Every gated metric must be one the family's evaluation produces."""
+    names, prefixes = _gate_metrics(task)
+    used = [*gate.floors, *gate.max_drop] + ([gate.robustness.metric] if gate.robustness else [])
+    for name in used:
+        base = name.split("/", 1)[0] if "/" in name else name
+        if name not in names and not ("/" in name and base in prefixes):
+            raise ValueError(f"{section}.gate: metric {name!r} is not produced by family "
+                             f"{family!r} (task {task}); choose from {sorted(names)} or "
+                             f"<prefix>/<class> with prefix in {sorted(prefixes)}")
+    for prefix in gate.class_floors:
+        if prefix not in prefixes:
+            raise ValueError(f"{section}.gate.class_floors: prefix {prefix!r} does not exist for "
+                             f"family {family!r}; choose from {sorted(prefixes)}")
+
+
+class _ModelConfig(Frozen):
+    """Fields and checks shared by the detect and segment sections."""
+
     enabled: bool = True
-    family: Literal["yolo"] = "yolo"
-    model: str = "yolov8n.yaml"
-    weights: str | None = None
+    model: str | None = None       # ultralytics families: model yaml (None: family default)
+    backbone: str | None = None    # torchvision families (None: family default)
+    weights: str | None = None     # optional local weights file; nothing is ever downloaded
     epochs: int = Field(25, ge=1)
-    imgsz: int = Field(128, ge=32)
     batch: int = Field(16, ge=1)
     lr: float = Field(0.002, gt=0)
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"           # auto | cpu | mps | cuda | cuda:N | N | N,M (ultralytics DDP)
+    augment: list[dict[str, Any]] = []  # [{name: <albumentations transform>, **kwargs}, ...]
+    ultralytics_args: dict[str, Any] = {}  # passed to ultralytics' train(); it checks the keys
+
+    @field_validator("augment")
+    @classmethod
+    def _valid_augment(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        from visiongate.augment import build_transforms
+
+        build_transforms(v)  # ValueError naming the valid transforms / the bad argument
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _valid_device(cls, v: str) -> str:
+        from visiongate.devices import check_device_spec
+
+        return check_device_spec(v)
+
+    @classmethod
+    def _task_of(cls, family: str) -> str:
+        raise NotImplementedError
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_defaults(cls, data: Any) -> Any:
+        """Fill `model` / `backbone` with the family's default when not given."""
+        if not isinstance(data, dict):
+            return data
+        family = data.get("family", cls.model_fields["family"].default)
+        task = cls._task_of(family) if family in (*DETECT_FAMILIES, *SEGMENT_FAMILIES) else None
+        key = "yolo-seg" if (family, task) == ("yolo", "instance") else family
+        if key in ULTRALYTICS_MODELS and data.get("model") is None:
+            data = {**data, "model": ULTRALYTICS_MODELS[key]}
+        if family in BACKBONES and data.get("backbone") is None:
+            data = {**data, "backbone": BACKBONES[family][0]}
+        return data
+
+    @property
+    def ultralytics_family(self) -> bool:
+        return self.family in ("yolo", "rtdetr")
+
+    def _check_family_fields(self, section: str) -> None:
+        if self.ultralytics_family:
+            key = "yolo-seg" if self.task == "instance" else self.family
+            name = Path(self.model).name
+            if ("rtdetr" in name) != (self.family == "rtdetr") or \
+                    ("-seg" in name) != (self.task == "instance"):
+                raise ValueError(f"{section}.model {self.model!r} does not fit family "
+                                 f"{self.family!r} ({self.task}); e.g. {ULTRALYTICS_MODELS[key]}")
+        if self.family in BACKBONES and self.backbone not in BACKBONES[self.family]:
+            raise ValueError(f"{section}.backbone {self.backbone!r} is not available for family "
+                             f"{self.family!r}; choose from {list(BACKBONES[self.family])}")
+        _check_gate(section, self.family, self.task, self.gate)
+
+
+class DetectConfig(_ModelConfig):
+    family: Literal["yolo", "rtdetr", "fasterrcnn", "retinanet", "ssdlite"] = "yolo"
+    imgsz: int = Field(128, ge=32)
     conf: float = Field(0.001, ge=0, le=1)
     nms_iou: float = Field(0.7, gt=0, le=1)
     class_agnostic_nms: bool = False  # True: one NMS over all classes (overlapping classes suppress)
-    ultralytics_args: dict[str, Any] = {}  # passed to ultralytics' train(); it checks the keys
+    score_threshold: float = Field(0.25, ge=0, le=1)  # operating point: precision, recall, confusion
+    # torchvision families: a box keeps after augmentation only if this share stays visible
+    augment_min_visibility: float = Field(0.25, ge=0, le=1)
     gate: GateConfig = GateConfig(floors={"map50": 0.5})
 
+    @property
+    def task(self) -> str:
+        return "detect"
 
-class SegmentConfig(Frozen):
-    enabled: bool = True
-    family: Literal["unet"] = "unet"
-    base_channels: int = Field(16, ge=4)
+    @classmethod
+    def _task_of(cls, family: str) -> str:
+        return "detect"
+
+    @model_validator(mode="after")
+    def _family_fields(self) -> "DetectConfig":
+        self._check_family_fields("detect")
+        return self
+
+
+class SegmentConfig(_ModelConfig):
+    family: Literal["unet", "fcn", "deeplabv3", "yolo", "maskrcnn"] = "unet"
+    base_channels: int = Field(16, ge=4)   # unet only
     epochs: int = Field(30, ge=1)
     imgsz: int = Field(64, ge=32)
     batch: int = Field(8, ge=1)
-    lr: float = Field(0.002, gt=0)
-    seed: int = 0
-    device: str = "auto"
+    augment: list[dict[str, Any]] = [dict(step) for step in FLIPS]
+    conf: float = Field(0.001, ge=0, le=1)       # instance families: evaluation threshold
+    nms_iou: float = Field(0.7, gt=0, le=1)      # instance families
+    class_agnostic_nms: bool = False             # instance families
+    score_threshold: float = Field(0.25, ge=0, le=1)  # instance families: operating point
     gate: GateConfig = GateConfig(floors={"miou": 0.5})
+
+    @property
+    def task(self) -> str:
+        """"segment" (semantic label maps) or "instance" (per-object masks)."""
+        return SEGMENT_FAMILIES[self.family]
+
+    @classmethod
+    def _task_of(cls, family: str) -> str:
+        return SEGMENT_FAMILIES[family]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _instance_gate_default(cls, data: Any) -> Any:
+        """Instance families score masks: their default floor is mask_map50, not miou."""
+        if isinstance(data, dict) and "gate" not in data and \
+                SEGMENT_FAMILIES.get(data.get("family", "unet")) == "instance":
+            data = {**data, "gate": {"floors": {"mask_map50": 0.5}}}
+        return data
+
+    @model_validator(mode="after")
+    def _family_fields(self) -> "SegmentConfig":
+        self._check_family_fields("segment")
+        return self
 
 
 class ValidationConfig(Frozen):

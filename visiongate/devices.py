@@ -1,22 +1,67 @@
-"""Pick the torch device: CUDA (AMP on), then MPS, then CPU."""
+"""Pick the torch device: CUDA (AMP on), then MPS, then CPU.
+
+A device spec (params.yaml `device:`) is one of `auto`, `cpu`, `mps`, `cuda`, `cuda:N`, or
+CUDA indices `N` / `N,M,...`. Several indices train YOLO with ultralytics' DDP; the
+torch families (torchvision, U-Net) train on one device, the first index.
+"""
 
 from __future__ import annotations
 
+import re
+
 import torch
+
+_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|\d+(,\d+)*)$")
+CHOICES = "auto | cpu | mps | cuda | cuda:N | N | N,M,... (CUDA indices)"
+
+
+def check_device_spec(spec: str) -> str:
+    """The spec, stripped of spaces; ValueError naming the choices when malformed."""
+    cleaned = str(spec).replace(" ", "").lower()
+    if not _SPEC.match(cleaned):
+        raise ValueError(f"device {spec!r} is not a device spec; choose from {CHOICES}")
+    return cleaned
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps and mps.is_available())
+
+
+def cuda_indices(spec: str) -> list[int]:
+    """The CUDA indices a spec names ([] for cpu / mps); `auto` resolves first."""
+    spec = check_device_spec(spec)
+    if spec == "auto":
+        return [0] if torch.cuda.is_available() else []
+    if spec in ("cpu", "mps"):
+        return []
+    indices = [0] if spec == "cuda" else [int(i) for i in spec.removeprefix("cuda:").split(",")]
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here")
+    count = torch.cuda.device_count()
+    missing = [i for i in indices if i >= count]
+    if missing:
+        raise ValueError(f"device {spec!r}: CUDA device(s) {missing} not present ({count} found)")
+    return indices
 
 
 def select_device(spec: str = "auto") -> torch.device:
-    """`auto` prefers CUDA, then Apple MPS, then CPU; anything else is passed to torch."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda:0")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here")
-    return device
+    """`auto` prefers CUDA, then Apple MPS, then CPU; a multi-GPU spec gives its first GPU."""
+    spec = check_device_spec(spec)
+    if spec == "mps" or (spec == "auto" and not torch.cuda.is_available() and _mps_available()):
+        if not _mps_available():
+            raise ValueError("device 'mps' asked for, but Apple MPS is not available here")
+        return torch.device("mps")
+    indices = cuda_indices(spec)
+    return torch.device(f"cuda:{indices[0]}") if indices else torch.device("cpu")
+
+
+def ultralytics_device(spec: str = "auto") -> str:
+    """The spec in ultralytics' terms: 'cpu', 'mps', '0' or '0,1' (DDP across those GPUs)."""
+    device = select_device(spec)
+    if device.type != "cuda":
+        return device.type
+    return ",".join(str(i) for i in cuda_indices(spec))
 
 
 def amp_enabled(device: torch.device) -> bool:

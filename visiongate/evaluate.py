@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from visiongate import metrics, models
-from visiongate.datasets.coco import load_split, read_semantic_mask
+import numpy as np
+
+from visiongate import diagnostics, metrics, models, plots
+from visiongate.datasets.coco import Split, load_split, read_semantic_mask
 from visiongate.robustness import corrupt_split
 
+GALLERY_SIZE = 8
 
-def evaluate(checkpoint: Path, split_dir: Path) -> dict[str, float]:
+
+def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None) -> dict[str, float]:
     """Predict every image of the split and compute the task's metrics.
 
-    Detection (meta task "detect"): COCO box mAP (faster-coco-eval). Instance segmentation
-    ("instance"): box metrics as for detection plus mask metrics prefixed `mask_`
-    (mask_map50, mask_ap/<class>, ...). Semantic segmentation ("segment"): mIoU, Dice,
-    pixel accuracy.
+    Detection (meta task "detect"): COCO box mAP (faster-coco-eval) plus precision and
+    recall at the operating point (`score_threshold`). Instance segmentation ("instance"):
+    the same plus mask metrics prefixed `mask_` (mask_map50, mask_ap/<class>, ...).
+    Semantic segmentation ("segment"): mIoU, Dice, pixel accuracy. With `plots_dir`, also
+    writes the report's PNGs there (PR curves, confusion matrix, worst images).
     """
     meta = models.read_meta(checkpoint)
     split = load_split(Path(split_dir))
@@ -24,15 +29,55 @@ def evaluate(checkpoint: Path, split_dir: Path) -> dict[str, float]:
         raise ValueError(f"{checkpoint} was trained on classes {model_classes}, "
                          f"but {split_dir} has {list(split.class_names)}: they cannot be compared")
     predictions = models.predict(checkpoint, [split.image_path(im) for im in split.images])
-    image_ids = [im["id"] for im in split.images]
-    if meta["task"] == "detect":
-        return metrics.detection_metrics(split.coco_dict(), image_ids, predictions)
-    if meta["task"] == "instance":
-        masks = metrics.detection_metrics(split.coco_dict(), image_ids, predictions, "segm")
-        return {**metrics.detection_metrics(split.coco_dict(), image_ids, predictions),
-                **{f"mask_{k}": v for k, v in masks.items()}}
+    if meta["task"] in ("detect", "instance"):
+        cfg = meta.get("config", {})
+        predictions = [diagnostics.postprocess(p, cfg.get("conf", 0.0), cfg.get("nms_iou", 1.0),
+                                               cfg.get("class_agnostic_nms", False))
+                       for p in predictions]
+        return _detection(split, predictions, meta["task"], cfg.get("score_threshold", 0.25),
+                          plots_dir)
+    return _semantic(split, predictions, plots_dir)
+
+
+def _detection(split: Split, predictions: list[dict], task: str, threshold: float,
+               plots_dir: Path | None) -> dict[str, float]:
+    gt, image_ids = split.coco_dict(), [im["id"] for im in split.images]
+    scores = metrics.detection_metrics(gt, image_ids, predictions)
+    if task == "instance":
+        masks = metrics.detection_metrics(gt, image_ids, predictions, "segm")
+        scores.update({f"mask_{k}": v for k, v in masks.items()})
+    matches = [diagnostics.match(diagnostics.gt_boxes(split.annotations[i]), p, threshold)
+               for i, p in zip(image_ids, predictions)]
+    categories = sorted(split.categories, key=lambda c: c["id"])
+    cm = diagnostics.confusion(matches, [c["id"] for c in categories])
+    scores.update(diagnostics.precision_recall(cm, list(split.class_names)))
+    if plots_dir is not None:
+        recall, curves = metrics.pr_curves(gt, image_ids, predictions)
+        plots.pr_curves(recall, curves, Path(plots_dir) / "pr_curves.png")
+        plots.confusion(cm, ["background", *split.class_names], Path(plots_dir) / "confusion_matrix.png",
+                        f"Detections at score ≥ {threshold:g}, IoU ≥ {diagnostics.MATCH_IOU}")
+        worst = [k for k in diagnostics.worst([m.errors for m in matches], GALLERY_SIZE)
+                 if matches[k].errors]
+        plots.detection_gallery([(split.image_path(split.images[k]), matches[k]) for k in worst],
+                                {c["id"]: c["name"] for c in categories},
+                                Path(plots_dir) / "worst_images.png")
+    return scores
+
+
+def _semantic(split: Split, predictions: list[np.ndarray], plots_dir: Path | None) -> dict[str, float]:
+    names = ["background", *split.class_names]
     targets = [read_semantic_mask(split, im) for im in split.images]
-    return metrics.semantic_metrics(predictions, targets, ["background", *split.class_names])
+    scores = metrics.semantic_metrics(predictions, targets, names)
+    if plots_dir is not None:
+        cm = metrics.confusion_matrix(predictions, targets, len(names))
+        plots.confusion(cm, names, Path(plots_dir) / "confusion_matrix.png", "Pixels")
+        per_image = [metrics.semantic_metrics([p], [t], names)["miou"]
+                     for p, t in zip(predictions, targets)]
+        worst = diagnostics.worst(per_image, GALLERY_SIZE, highest=False)
+        plots.semantic_gallery([(split.image_path(split.images[k]), targets[k], predictions[k],
+                                 per_image[k]) for k in worst], len(names),
+                               Path(plots_dir) / "worst_images.png")
+    return scores
 
 
 def evaluate_corrupted(checkpoint: Path, split_dir: Path, cache_dir: Path,

@@ -13,6 +13,9 @@ that check passes and says so. A prefix with no per-class keys at all fails.
 Robustness: for each corruption in ``cfg.robustness``, the candidate's metric on the
 corrupted copy of the test split may fall at most ``max_relative_drop`` (a fraction)
 below its clean value: ``(clean - corrupted) / clean <= max_relative_drop``.
+
+Data quality: the share of the dataset's images that validation quarantined may be at
+most ``cfg.max_quarantine_share``; a configured bound without a validation summary fails.
 """
 
 from __future__ import annotations
@@ -161,14 +164,27 @@ def _robustness_checks(candidate: dict[str, float],
             for name, sev in cfg.corruptions.items()]
 
 
+def _data_quality_check(quarantine: dict | None, bound: float | None) -> list[Check]:
+    if bound is None:
+        return []
+    if quarantine is None:
+        return [Check("data-quality", False, "no validation summary: quarantined share unknown")]
+    share, n = float(quarantine["share"]), quarantine["quarantined"]
+    ok = share <= bound + _TOLERANCE
+    return [Check("data-quality", ok, f"quarantined {n} of {quarantine['images']} images "
+                  f"({share:.1%}) {'<=' if ok else '>'} max {bound:.1%}")]
+
+
 def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None,
                   cfg: GateConfig,
-                  robustness: dict[str, dict[str, float]] | None = None) -> GateResult:
-    """Floors, per-class floors, non-regression, robustness, in config order; passed = all pass.
+                  robustness: dict[str, dict[str, float]] | None = None,
+                  quarantine: dict | None = None) -> GateResult:
+    """Floors, per-class floors, non-regression, robustness, data quality; passed = all pass.
 
     With no champion the non-regression checks pass with detail "no champion yet".
     ``robustness`` maps a corruption name to the candidate's metrics on that corrupted
     copy of the test split; a configured corruption without metrics fails its check.
+    ``quarantine`` is validation's summary {"images", "quarantined", "share", ...}.
     """
     checks = [_floor_check(candidate, name, floor) for name, floor in cfg.floors.items()]
     for prefix, floor in cfg.class_floors.items():
@@ -176,4 +192,5 @@ def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None
     checks += [_regression_check(candidate, champion, name, drop)
                for name, drop in cfg.max_drop.items()]
     checks += _robustness_checks(candidate, robustness, cfg.robustness)
+    checks += _data_quality_check(quarantine, cfg.max_quarantine_share)
     return GateResult(passed=all(c.passed for c in checks), checks=tuple(checks))

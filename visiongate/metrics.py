@@ -171,9 +171,9 @@ def _per_class_ap(evaluator: COCOeval_faster, coco_gt: COCO) -> dict[str, float]
     return out
 
 
-def _evaluate(coco_gt: COCO, results: list[dict], iou_type: str,
-              image_ids: list[int]) -> dict[str, float]:
-    """faster-coco-eval's COCOeval over ``image_ids``: the 12 stats and AP per class."""
+def _cocoeval(coco_gt: COCO, results: list[dict], iou_type: str,
+              image_ids: list[int]) -> COCOeval_faster:
+    """faster-coco-eval's COCOeval over ``image_ids``, evaluated and summarized."""
     coco_dt = coco_gt.loadRes(results)
     evaluator = COCOeval_faster(coco_gt, coco_dt, iouType=iou_type,
                                 print_function=lambda *_: None)
@@ -182,6 +182,13 @@ def _evaluate(coco_gt: COCO, results: list[dict], iou_type: str,
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    return evaluator
+
+
+def _evaluate(coco_gt: COCO, results: list[dict], iou_type: str,
+              image_ids: list[int]) -> dict[str, float]:
+    """The 12 COCO stats and AP per class."""
+    evaluator = _cocoeval(coco_gt, results, iou_type, image_ids)
     metrics = {name: _nan_if_undefined(v) for name, v in zip(COCO_STAT_NAMES, evaluator.stats)}
     metrics.update(_per_class_ap(evaluator, coco_gt))
     return metrics
@@ -208,6 +215,19 @@ def detection_metrics(gt: dict, image_ids: list[int], predictions: list[dict],
         raise ValueError(f"image ids not in the ground truth: {unknown[:10]}")
     results = _to_coco_results(image_ids, predictions, iou_type)
     return _evaluate(coco_gt, results, iou_type, image_ids)
+
+
+def pr_curves(gt: dict, image_ids: list[int], predictions: list[dict],
+              iou_type: str = "bbox") -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """COCO's interpolated precision at IoU 0.5 per class: (101 recall points,
+    {class name: precision at each point, NaN where the class has no ground truth})."""
+    coco_gt = _coco_gt(gt, iou_type)
+    evaluator = _cocoeval(coco_gt, _to_coco_results(image_ids, predictions, iou_type), iou_type,
+                          image_ids)
+    precision = evaluator.eval["precision"][0, :, :, 0, -1]  # IoU .5, all areas, max dets
+    curves = {coco_gt.cats[c]["name"]: np.where(precision[:, k] < 0, np.nan, precision[:, k])
+              for k, c in enumerate(evaluator.params.catIds)}
+    return np.asarray(evaluator.params.recThrs), curves
 
 
 def _read_json(path, kind: type, what: str):

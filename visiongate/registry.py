@@ -1,19 +1,52 @@
 """MLflow model registry edge: register candidates, read and move aliases.
 
-Aliases: every candidate gets `challenger`; `champion` moves only on promotion, and the
-version it leaves keeps `previous-champion`, so a rollback is one alias move.
+Aliases: every candidate gets `challenger`; `champion` moves only on promotion (a gate
+pass in the retrain flow, or an explicit `visiongate promote`), and the version it leaves
+keeps `previous-champion`, so a rollback is one command. A rollback makes the
+previous champion champion again; the rolled-back version loses every alias but
+`challenger` (a second rollback would otherwise re-promote it) and `previous-champion`
+is cleared until the next promotion. Each move is tagged on the versions it touches
+(when, by whom, why) and appended to the registered model's `champion_history` tag.
+
+On a sqlite store alias moves are serialised by a file lock beside the database, so
+concurrent promotions see each other's result (the history stays one chain).
 """
 
 from __future__ import annotations
 
+import getpass
+import json
+import os
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import mlflow
+import pandas as pd
+from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+from visiongate import models, serving
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
+HISTORY_TAG, HISTORY_KEEP = "champion_history", 50
+HEADLINE = ("map50", "map50_95", "mask_map50", "mask_map50_95", "miou", "dice")
+LOCK_TIMEOUT_S = 120
+MODEL_NAME = "model"  # the LoggedModel's name in its run
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(DataType.string, "image")]),
+    params=ParamSchema([ParamSpec("min_score", DataType.double, serving.DEFAULT_MIN_SCORE)]))
+REQUIREMENTS = ("visiongate", "mlflow", "torch", "torchvision", "ultralytics", "numpy", "pandas",
+                "pillow", "pycocotools")
+MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 @dataclass(frozen=True)
@@ -26,34 +59,130 @@ class Version:
     tags: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Move:
+    """One move of `champion`: `version` became champion, replacing `replaced` (or None)."""
+
+    action: str  # "promote" | "rollback"
+    name: str
+    version: str
+    replaced: str | None
+    at: str
+    by: str
+    reason: str
+
+
 def _version(mv) -> Version:
     return Version(mv.name, str(mv.version), mv.run_id, mv.source, tuple(mv.aliases), dict(mv.tags))
 
 
-def register(uri: str, name: str, run_id: str, artifact_path: str, tags: dict[str, str],
+@contextmanager
+def alias_lock(uri: str) -> Iterator[None]:
+    """Exclusive section for alias moves: a file lock beside a sqlite database.
+
+    sqlite serialises single writes, but a move is read-then-write (read the champion,
+    retire it, move the alias); without the lock two promotions can both retire the
+    same champion. Other stores (a tracking server) are not locked here.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    try:
+        with FileLock(str(db.with_name(db.name + ".lock")), timeout=LOCK_TIMEOUT_S):
+            yield
+    except Timeout as err:
+        raise TimeoutError(f"{db}: another alias move held the lock for {LOCK_TIMEOUT_S} s") from err
+
+
+@contextmanager
+def process_tracking_uri(uri: str) -> Iterator[None]:
+    """`uri` as MLflow's process-wide tracking URI (for calls that take none), then the
+    previous one again, MLFLOW_TRACKING_URI included."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def requirements() -> list[str]:
+    """Pins of what the model imports (informational: serve with --env-manager local)."""
+    out = []
+    for lib in REQUIREMENTS:
+        try:
+            out.append(f"{lib}=={version(lib)}")
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def log_model(uri: str, run_id: str, checkpoint: Path, example_image: Path) -> str:
+    """Log a checkpoint as a pyfunc LoggedModel of the run (loader: visiongate.serving);
+    returns `models:/<model_id>`.
+
+    Only meta.json and the weights travel (models.export_checkpoint). The example image
+    becomes the input example, which MLflow checks with a real prediction.
+    """
+    meta = models.read_meta(Path(checkpoint))
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    with tempfile.TemporaryDirectory(prefix="visiongate-") as tmp:
+        exported = models.export_checkpoint(Path(checkpoint), Path(tmp) / "checkpoint")
+        # Created here rather than by Model.log: it lands in the run's experiment without
+        # making the run the process-wide active run.
+        logged = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME,
+                                            source_run_id=run_id, model_type=meta["task"],
+                                            tags={"family": meta["family"], "task": meta["task"]})
+        with process_tracking_uri(uri):
+            info = Model.log(
+                None, mlflow.pyfunc, name=MODEL_NAME, run_id=run_id, model_id=logged.model_id,
+                loader_module=serving.__name__, data_path=str(exported), signature=SIGNATURE,
+                input_example=pd.DataFrame({"image": [serving.encode_image(example_image)]}),
+                pip_requirements=requirements(),
+                metadata={k: meta[k] for k in ("family", "task", "class_names")})
+    return info.model_uri
+
+
+def register(uri: str, name: str, model_uri: str, tags: dict[str, str],
              description: str = "") -> Version:
-    """New version of `name` from the run's artifact folder, tagged, aliased `challenger`."""
+    """New version of `name` from a logged model (`models:/<model_id>` or `runs:/<run>/<path>`),
+    tagged and aliased `challenger`."""
     client = MlflowClient(uri)
     try:
         client.create_registered_model(name, description=f"visiongate model {name}")
     except MlflowException as err:
-        if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
+        if "ALREADY_EXISTS" not in str(err.error_code):
             raise
-    mv = client.create_model_version(name, source=f"runs:/{run_id}/{artifact_path}", run_id=run_id,
-                                     tags=tags, description=description)
-    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else None
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    # the store resolves a logged model's location through the process-wide tracking URI
+    with process_tracking_uri(uri):
+        mv = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
+                                         description=description, model_id=model_id)
+    with alias_lock(uri):
+        client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return get(uri, name, str(mv.version))
 
 
 def get(uri: str, name: str, version: str) -> Version:
-    return _version(MlflowClient(uri).get_model_version(name, version))
+    try:
+        return _version(MlflowClient(uri).get_model_version(name, version))
+    except MlflowException as err:
+        if err.error_code in MISSING:
+            raise ValueError(f"no version {version} of registered model {name!r}") from err
+        raise
 
 
 def by_alias(uri: str, name: str, alias: str) -> Version | None:
     try:
         return _version(MlflowClient(uri).get_model_version_by_alias(name, alias))
     except MlflowException as err:
-        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        if err.error_code in MISSING:
             return None
         raise
 
@@ -74,29 +203,110 @@ def resolve(uri: str, model_uri: str) -> Version:
 
 
 def checkout(uri: str, version: Version, cache_root: Path) -> Path:
-    """Local copy of a version's checkpoint folder, cached per name and version."""
+    """Local copy of a version's checkpoint folder (meta.json + weights), per name and version."""
     dst = Path(cache_root) / f"{version.name}-v{version.version}"
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(MlflowClient(uri).download_artifacts(version.run_id, "model", str(dst)))
+    source = MlflowClient(uri).get_model_version_download_uri(version.name, version.version)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
+                                                     tracking_uri=uri))
+    # a pyfunc model keeps the checkpoint as its data folder; older versions are the folder
+    pyfunc_data = local / "data" / "checkpoint"
+    return pyfunc_data if (pyfunc_data / "meta.json").exists() else local
 
 
-def promote(uri: str, name: str, version: str, reason: str) -> Version:
-    """Move `champion` to `version`; the replaced champion becomes `previous-champion`."""
+def _tag(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def _record(client: MlflowClient, move: Move) -> Move:
+    """Tag the new champion and append the move to the model's history."""
+    _tag(client, move.name, move.version, {
+        "promoted_at": move.at, "promoted_by": move.by, "promotion_reason": move.reason,
+        "promoted_from": move.replaced or "none", "promotion_action": move.action})
+    history = json.loads(client.get_registered_model(move.name).tags.get(HISTORY_TAG, "[]"))
+    entry = {**asdict(move), "reason": move.reason[:500]}
+    client.set_registered_model_tag(move.name, HISTORY_TAG,
+                                    json.dumps((history + [entry])[-HISTORY_KEEP:]))
+    return move
+
+
+def promote(uri: str, name: str, version: str, reason: str, by: str | None = None) -> Move:
+    """Move `champion` to `version`; the replaced champion becomes `previous-champion`.
+
+    Promoting the current champion again changes nothing (the returned move has
+    `replaced == version`).
+    """
+    client, by = MlflowClient(uri), by or f"user {getpass.getuser()}"
+    with alias_lock(uri):
+        get(uri, name, version)  # clear error for an unknown name or version
+        current = by_alias(uri, name, CHAMPION)
+        if current is not None and current.version == version:
+            return Move("promote", name, version, version, _now(), by, reason)
+        move = Move("promote", name, version, current.version if current else None, _now(), by,
+                    reason)
+        if current is not None:
+            client.set_registered_model_alias(name, PREVIOUS, current.version)
+            _tag(client, name, current.version, {
+                "retired_at": move.at, "retired_by": by,
+                "retired_reason": f"replaced by v{version}: {reason}"})
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return _record(client, move)
+
+
+def rollback(uri: str, name: str, reason: str, by: str | None = None) -> Move:
+    """Make `previous-champion` champion again; the rolled-back version loses `champion`."""
+    client, by = MlflowClient(uri), by or f"user {getpass.getuser()}"
+    with alias_lock(uri):
+        previous = by_alias(uri, name, PREVIOUS)
+        if previous is None:
+            raise ValueError(f"{name}: no version has alias {PREVIOUS!r}; nothing to roll back "
+                             "to (use `visiongate promote NAME VERSION` to pick one)")
+        current = by_alias(uri, name, CHAMPION)
+        move = Move("rollback", name, previous.version, current.version if current else None,
+                    _now(), by, reason)
+        client.set_registered_model_alias(name, CHAMPION, previous.version)
+        client.delete_registered_model_alias(name, PREVIOUS)
+        if current is not None:
+            _tag(client, name, current.version, {
+                "rolled_back_at": move.at, "rolled_back_by": by, "rolled_back_reason": reason})
+        return _record(client, move)
+
+
+def history(uri: str, name: str) -> list[dict]:
+    """Champion moves of `name`, oldest first (the last HISTORY_KEEP)."""
+    return json.loads(MlflowClient(uri).get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
+
+
+def list_models(uri: str, name: str | None = None) -> list[dict]:
+    """Registered models with their versions (newest first), aliases, gate verdict and
+    headline test metrics from each version's run."""
     client = MlflowClient(uri)
-    current = by_alias(uri, name, CHAMPION)
-    if current is not None and current.version != version:
-        client.set_registered_model_alias(name, PREVIOUS, current.version)
-        client.set_model_version_tag(name, current.version, "retired_at", _now())
-    client.set_registered_model_alias(name, CHAMPION, version)
-    client.set_model_version_tag(name, version, "promoted_at", _now())
-    client.set_model_version_tag(name, version, "promotion_reason", reason)
-    return get(uri, name, version)
+    try:
+        found = [client.get_registered_model(name)] if name else client.search_registered_models()
+    except MlflowException as err:
+        if err.error_code in MISSING:
+            raise ValueError(f"no registered model {name!r}") from err
+        raise
+    out = []
+    for model in sorted(found, key=lambda m: m.name):
+        aliases: dict[str, list[str]] = {}
+        for alias, version in model.aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        versions = []
+        for mv in client.search_model_versions(f"name='{model.name}'"):
+            metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            versions.append({
+                "version": str(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])),
+                "created": time.strftime("%Y-%m-%d %H:%M", time.gmtime(mv.creation_timestamp / 1000)),
+                "gate": mv.tags.get("gate.passed", "?"), "run_id": mv.run_id,
+                "metrics": {k: metrics[f"test/{k}"] for k in HEADLINE if f"test/{k}" in metrics}})
+        out.append({"name": model.name, "versions": sorted(versions, key=lambda v: -int(v["version"]))})
+    return out
 
 
 def set_version_tags(uri: str, name: str, version: str, tags: dict[str, str]) -> None:
-    client = MlflowClient(uri)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    _tag(MlflowClient(uri), name, version, tags)
 
 
 def _now() -> str:

@@ -6,6 +6,7 @@ Pure: builds a string; the callers publish it.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from visiongate.config import RobustnessConfig
 from visiongate.gates import GateResult, relative_drop
@@ -56,12 +57,40 @@ def _metric_table(candidate: dict, champion: dict | None,
     head = f"champion (v{champion_version})" if champion_version else "champion"
     lines = ["## Metrics", "", f"| metric | candidate | {head} | delta |",
              "|---|---:|---:|---:|"]
-    for name in names:
+    for name in (n for n in names if "/" not in n):
         cand, champ = _number(candidate, name), _number(champion, name)
         lines.append(f"| {_cell(name)} | {_fmt(cand)} | {_fmt(champ)} | {_delta(cand, champ)} |")
     if not names:
         lines.append("| (no metrics) | — | — | — |")
+    return lines + [""] + _per_class_table([n for n in names if "/" in n], candidate, champion)
+
+
+def _per_class_table(names: list[str], candidate: dict, champion: dict | None) -> list[str]:
+    """Rows = classes, columns = per-class metrics (`ap/<class>`, `recall/<class>` ...):
+    candidate value, and its delta to the champion in brackets."""
+    prefixes = list(dict.fromkeys(n.split("/", 1)[0] for n in names))
+    classes = list(dict.fromkeys(n.split("/", 1)[1] for n in names))
+    if not names:
+        return []
+    lines = ["### Per class", "", "candidate (delta to champion)", "",
+             "| class | " + " | ".join(map(_cell, prefixes)) + " |",
+             "|---|" + "---:|" * len(prefixes)]
+    for cls in classes:
+        cells = []
+        for prefix in prefixes:
+            cand, champ = _number(candidate, f"{prefix}/{cls}"), _number(champion, f"{prefix}/{cls}")
+            delta = _delta(cand, champ)
+            cells.append(_fmt(cand) + (f" ({delta})" if delta != "—" else ""))
+        lines.append(f"| {_cell(cls)} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _plot_links(plots: list[str], run_id: str | None) -> list[str]:
+    if not plots:
+        return []
+    where = f" of MLflow run `{run_id}`" if run_id else ""
+    lines = ["## Plots", "", f"Artifacts{where}, beside this report:", ""]
+    return lines + [f"- [{Path(p).name}]({p})" for p in plots] + [""]
 
 
 def _check_list(result: GateResult) -> list[str]:
@@ -108,16 +137,19 @@ def gate_report(model_name: str, candidate: dict, champion: dict | None,
                 champion_version: str | None, result: GateResult,
                 lineage: dict[str, str],
                 robustness: dict[str, dict[str, float]] | None = None,
-                robustness_cfg: RobustnessConfig | None = None) -> str:
+                robustness_cfg: RobustnessConfig | None = None,
+                plots: list[str] | None = None, run_id: str | None = None) -> str:
     """One markdown page: verdict, candidate-vs-champion metrics, checks, robustness, lineage.
 
     The robustness table appears when ``robustness_cfg`` (the gate's
     ``GateConfig.robustness``) configures corruptions; ``robustness`` is the same
-    corruption -> metrics mapping given to ``evaluate_gate``.
+    corruption -> metrics mapping given to ``evaluate_gate``. ``plots`` are artifact
+    paths relative to the report (e.g. ``plots/pr_curves.png``) in MLflow run ``run_id``.
     """
     lines = _headline(model_name, champion_version, result)
     lines += _metric_table(candidate, champion, champion_version)
     lines += _check_list(result)
     lines += _robustness_table(candidate, robustness, robustness_cfg, result)
+    lines += _plot_links(plots or [], run_id)
     lines += _lineage_table(lineage)
     return "\n".join(lines)

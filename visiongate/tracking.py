@@ -69,6 +69,10 @@ def log_artifacts(uri: str, run_id: str, local_dir: Path, artifact_path: str) ->
     MlflowClient(uri).log_artifacts(run_id, str(local_dir), artifact_path)
 
 
+def log_artifact(uri: str, run_id: str, local_file: Path, artifact_path: str) -> None:
+    MlflowClient(uri).log_artifact(run_id, str(local_file), artifact_path)
+
+
 def end_run(uri: str, run_id: str, failed: bool = False) -> None:
     status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
     MlflowClient(uri).set_terminated(run_id, status)

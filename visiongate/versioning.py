@@ -18,6 +18,7 @@ SPLITS = ("train", "val", "test")
 @contextmanager
 def _stage_environment(root: Path):
     """Stage commands say `python -m ...`: make that the interpreter running visiongate."""
+    _follow_current_streams()
     old_path, old_cwd = os.environ.get("PATH", ""), Path.cwd()
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), old_path])
     os.chdir(root)
@@ -28,8 +29,21 @@ def _stage_environment(root: Path):
         os.chdir(old_cwd)
 
 
+def _follow_current_streams() -> None:
+    """DVC binds its console log handlers to sys.stdout/stderr as they were when dvc was
+    first imported; point them at the current ones, which callers (test capture,
+    redirect_stdout) may have swapped since — writing to a closed stream fails the run."""
+    import logging
+
+    for name in ("dvc", "dvc_objects", "dvc_data"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.stream = sys.stderr if handler.level >= logging.WARNING else sys.stdout
+
+
 def reproduce(root: Path, dataset: str) -> dict[str, str]:
     """Run `dvc repro` for the stages that produce data/prepared/<dataset>; return split md5s."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     root = Path(root).resolve()
@@ -37,7 +51,12 @@ def reproduce(root: Path, dataset: str) -> dict[str, str]:
         targets = [s.addressing for s in repo.index.stages if _produces(s, dataset)]
         if not targets:
             raise ValueError(f"no stage in {root / 'dvc.yaml'} produces data/prepared/{dataset}")
-        repo.reproduce(targets=targets)
+        try:
+            repo.reproduce(targets=targets)
+        except DvcException as err:
+            cause = f" ({err.__cause__})" if err.__cause__ else ""
+            raise ValueError(f"`dvc repro {' '.join(targets)}` failed: {err}{cause}; the "
+                             "stage's own message is printed above") from err
     return split_md5s(root, dataset)
 
 
@@ -62,3 +81,64 @@ def split_md5s(root: Path, dataset: str) -> dict[str, str]:
     if missing:
         raise ValueError(f"dvc.lock pins no md5 for data/prepared/{dataset}/{{{','.join(missing)}}}")
     return found
+
+
+def track(root: Path, path: str) -> None:
+    """`dvc add <path>` (relative to root): writes <path>.dvc and moves the bytes to the cache."""
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    with _stage_environment(root), Repo(str(root)) as repo:
+        repo.add([path])
+
+
+def restore(root: Path, path: str) -> bool:
+    """`dvc checkout <path>.dvc` when <path> is missing but tracked; True if it is there now."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    root = Path(root).resolve()
+    if (root / path).exists():
+        return True
+    if not (root / f"{path}.dvc").is_file():
+        return False
+    with _stage_environment(root), Repo(str(root)) as repo:
+        try:
+            repo.checkout(targets=[f"{path}.dvc"])
+        except DvcException as err:
+            raise ValueError(f"{path} is tracked in {path}.dvc but cannot be restored from "
+                             f"the DVC cache: {err}") from err
+    return (root / path).exists()
+
+
+def set_stage(root: Path, name: str, cmd: str, deps: list[str], outs: list[str],
+              params: list) -> None:
+    """Add (or replace) stage `name` in root/dvc.yaml; the rest of the file, its comments
+    and layout stay as they are. params: ["section"] or [{"file.yaml": ["section"]}]."""
+    from ruamel.yaml import YAML  # ships with dvc; round-trips comments
+
+    path = Path(root) / "dvc.yaml"
+    yaml_rt = YAML()
+    yaml_rt.indent(mapping=2, sequence=4, offset=2)  # the layout dvc.yaml is written in
+    yaml_rt.width = 4096                             # never wrap a long cmd
+    document = yaml_rt.load(path.read_text()) if path.is_file() else None
+    if document is None:
+        document = {}
+    stages = document.setdefault("stages", {})
+    for other, stage in stages.items():
+        clash = [o for o in outs for theirs in (stage or {}).get("outs", [])
+                 if _overlaps(o, theirs if isinstance(theirs, str) else next(iter(theirs)))]
+        if other != name and clash:
+            raise ValueError(f"stage {other!r} in {path} already writes {clash[0]}: "
+                             "choose another dataset name")
+    entry = {"cmd": cmd, "deps": deps, "outs": outs}
+    if params:
+        entry = {"cmd": cmd, "deps": deps, "params": params, "outs": outs}
+    stages[name] = entry
+    with path.open("w") as f:
+        yaml_rt.dump(document, f)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    a, b = a.rstrip("/"), b.rstrip("/")
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")

@@ -172,3 +172,14 @@ def test_unknown_corruption_names_the_choices():
         RobustnessConfig(metric="map50", corruptions={"snow": 1})
     with pytest.raises(ValidationError, match="severity 4"):
         RobustnessConfig(metric="map50", corruptions={"blur": 4})
+
+
+def test_data_quality_gate():
+    cfg = GateConfig(max_quarantine_share=0.05)
+    ok = evaluate_gate({}, None, cfg, quarantine={"images": 100, "quarantined": 5, "share": 0.05})
+    assert ok.passed and ok.checks[0].name == "data-quality"
+    bad = evaluate_gate({}, None, cfg, quarantine={"images": 100, "quarantined": 6, "share": 0.06})
+    assert not bad.passed and "6 of 100 images (6.0%) > max 5.0%" in bad.reasons[0]
+    unknown = evaluate_gate({}, None, cfg)
+    assert not unknown.passed and "unknown" in unknown.reasons[0]
+    assert evaluate_gate({}, None, GateConfig(), quarantine=None).checks == ()

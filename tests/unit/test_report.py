@@ -37,7 +37,7 @@ def test_report_promote_without_champion():
     assert page.startswith("# shapes-detect: PROMOTE")
     assert "KEEP CHAMPION" not in page
     assert "| map50 | 0.9000 | — | — |" in page
-    assert "ap/a\\|b" in page                       # pipes escaped in table cells
+    assert "| a\\|b | 0.8000 |" in page              # per-class row; pipes escaped
     assert "no champion yet" in page
     assert "❌" not in page
     assert "(none recorded)" in page
@@ -62,3 +62,27 @@ def test_report_robustness_table():
                        robustness_cfg=robust)
     assert "robustness not evaluated" in page
     assert "## Robustness" not in gate_report("m", candidate, None, None, not_run, {})
+
+
+def test_report_per_class_table_and_plot_links():
+    candidate = {"map50": 0.9, "ap/circle": 0.8, "recall/circle": 0.7, "ap/square": 0.6,
+                 "recall/square": 0.5}
+    champion = {"map50": 0.85, "ap/circle": 0.75, "recall/circle": 0.7, "ap/square": 0.6,
+                "recall/square": 0.55}
+    result = evaluate_gate(candidate, champion, CFG)
+    page = gate_report("shapes-detect", candidate, champion, "2", result, {},
+                       plots=["plots/pr_curves.png"], run_id="abc123")
+    assert "| class | ap | recall |" in page
+    assert "| circle | 0.8000 (+0.0500) | 0.7000 (+0.0000) |" in page
+    assert "| square | 0.6000 (+0.0000) | 0.5000 (-0.0500) |" in page
+    assert "| ap/circle |" not in page                  # per-class keys only in their table
+    assert "- [pr_curves.png](plots/pr_curves.png)" in page and "`abc123`" in page
+
+
+def test_report_data_quality_check():
+    cfg = GateConfig(floors={"map50": 0.5}, max_quarantine_share=0.05)
+    bad = {"images": 100, "quarantined": 7, "share": 0.07, "by_kind": {"zero-byte": 7}}
+    result = evaluate_gate({"map50": 0.9}, None, cfg, quarantine=bad)
+    assert not result.passed
+    assert "quarantined 7 of 100 images (7.0%) > max 5.0%" in gate_report(
+        "x", {"map50": 0.9}, None, None, result, {})

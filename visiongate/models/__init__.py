@@ -9,11 +9,17 @@ section it was trained with) and the family's weights file. Predictions are plai
 - detection: one dict per image, {"boxes": (N,4) float xyxy pixels, "scores": (N,),
   "labels": (N,) int category ids (1..K, as in the COCO JSON)};
 - semantic segmentation: one (H,W) uint8 label map per image (0 = background,
-  k = category id k).
+  k = category id k);
+- instance segmentation: detection dicts plus "masks" (N,H,W) bool at the image's size.
+
+Families (params.yaml `family:`): detect — yolo, rtdetr (ultralytics), fasterrcnn,
+retinanet, ssdlite (torchvision); segment — unet, fcn, deeplabv3 (semantic, meta task
+"segment"), yolo, maskrcnn (instance, meta task "instance").
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from collections.abc import Callable
@@ -36,20 +42,22 @@ def write_meta(checkpoint: Path, **meta: Any) -> None:
     (Path(checkpoint) / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
+_MODULES = {"yolo": "yolo", "rtdetr": "yolo", "unet": "unet",
+            "fasterrcnn": "torchvision_detect", "retinanet": "torchvision_detect",
+            "ssdlite": "torchvision_detect", "maskrcnn": "torchvision_detect",
+            "fcn": "torchvision_segment", "deeplabv3": "torchvision_segment"}
+
+
 def _family_module(family: str):
-    if family == "yolo":
-        from visiongate.models import yolo
-
-        return yolo
-    if family == "unet":
-        from visiongate.models import unet
-
-        return unet
-    raise ValueError(f"unknown model family {family!r}; choose from ['unet', 'yolo']")
+    if family not in _MODULES:
+        raise ValueError(f"unknown model family {family!r}; choose from {sorted(_MODULES)}")
+    return importlib.import_module(f"visiongate.models.{_MODULES[family]}")
 
 
 def train(cfg: Any, data_root: Path, out_dir: Path, on_epoch: OnEpoch | None = None) -> Path:
-    """Train the family named in `cfg.family` on the canonical dataset at `data_root`."""
+    """Train the family named in `cfg.family` on the canonical dataset at `data_root`.
+
+    A second call with the same out_dir after a crash resumes from its last checkpoint."""
     return _family_module(cfg.family).train(cfg, Path(data_root), Path(out_dir), on_epoch or (lambda e, m: None))
 
 

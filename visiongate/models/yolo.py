@@ -1,4 +1,5 @@
-"""Ultralytics YOLO detector behind the visiongate model interface.
+"""Ultralytics families behind the visiongate model interface: YOLO and RT-DETR detectors
+(task "detect") and YOLO-seg (task "instance", polygon labels exported here).
 
 Trains from a model yaml (from scratch, nothing downloaded) or from a local weights file.
 Ultralytics' own integrations (its MLflow callback, analytics) are switched off in a
@@ -8,18 +9,23 @@ per-epoch metrics go to `on_epoch` instead, i.e. to the MLflow run the flow owns
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from visiongate.datasets.coco import export_yolo, load_split
-from visiongate.devices import select_device
+from visiongate.augment import build_transforms
+from visiongate.datasets.coco import SPLITS, export_yolo, load_split
+from visiongate.devices import ultralytics_device
 from visiongate.models import OnEpoch, read_meta, write_meta
+from visiongate.models.samples import ann_mask, category_ids
+from visiongate.models.torch_loop import same_run
 
 _INTEGRATIONS = ("mlflow", "sync", "clearml", "comet", "dvc", "neptune", "raytune", "tensorboard",
                  "wandb")
@@ -59,6 +65,8 @@ def _metric_name(key: str) -> str:
 
 def _epoch_callback(on_epoch: OnEpoch):
     def callback(trainer) -> None:
+        if trainer.epoch >= trainer.epochs:  # ultralytics' final re-validation of best.pt
+            return
         metrics = dict(trainer.label_loss_items(trainer.tloss, prefix="train"))
         metrics.update(trainer.metrics or {})
         metrics.update({f"lr/{k}": v for k, v in (trainer.lr or {}).items()})
@@ -67,48 +75,125 @@ def _epoch_callback(on_epoch: OnEpoch):
     return callback
 
 
-def _device(spec: str) -> str | int:
-    """visiongate's device spec in ultralytics' terms ('cpu', 'mps' or a CUDA index)."""
-    device = select_device(spec)
-    return (device.index or 0) if device.type == "cuda" else device.type
+def _segment_lines(split, image: dict, ids: list[int]) -> list[str]:
+    """`cls x1 y1 x2 y2 ...` (normalised polygon) per object; several visible parts are
+    joined into one outline as ultralytics' own COCO converter does."""
+    from ultralytics.data.converter import merge_multi_segment
+
+    width, height = image["width"], image["height"]
+    lines = []
+    for ann in split.annotations.get(image["id"], []):
+        if ann.get("iscrowd", 0):
+            continue
+        seg = ann.get("segmentation")
+        if not isinstance(seg, list) or not seg:  # RLE or none: trace the decoded mask
+            mask = ann_mask(ann, height, width)
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            seg = [c.reshape(-1).tolist() for c in contours if len(c) >= 3]
+        if not seg:
+            continue
+        points = np.concatenate(merge_multi_segment(seg), 0) if len(seg) > 1 else \
+            np.asarray(seg[0], np.float64).reshape(-1, 2)
+        points = np.clip(points / [width, height], 0, 1).reshape(-1)
+        cls = ids.index(ann["category_id"])
+        lines.append(f"{cls} " + " ".join(f"{v:.6f}" for v in points))
+    return lines
 
 
-def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
-    ultralytics = _ultralytics()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data_yaml = export_yolo(data_root, out_dir / "yolo-data")
-    class_names = list(load_split(data_root / "train").class_names)
-    model = ultralytics.YOLO(cfg.model, task="detect")
+def export_yolo_segments(data_root: Path, out_dir: Path) -> Path:
+    """The YOLO layout with polygon labels (ultralytics segment); returns data.yaml."""
+    data_yaml = export_yolo(data_root, out_dir)
+    for name in SPLITS:
+        if not (Path(data_root) / name / "annotations.json").is_file():
+            continue
+        split = load_split(Path(data_root) / name)
+        ids = category_ids(split)
+        for image in split.images:
+            label = Path(out_dir) / "labels" / name / (Path(image["file_name"]).stem + ".txt")
+            label.write_text("".join(line + "\n" for line in _segment_lines(split, image, ids)))
+    return data_yaml
+
+
+def _resume_from(out_dir: Path, config: dict) -> Path | None:
+    """ultralytics' last.pt of an unfinished run with the same config, if any."""
+    last, saved = out_dir / "ultralytics" / "weights" / "last.pt", out_dir / "config.json"
+    if not (last.is_file() and saved.is_file()) or not same_run(json.loads(saved.read_text()), config):
+        return None
+    epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)
+    return last if epoch >= 0 else None  # -1: ultralytics finished (and stripped) it
+
+
+def _model(cfg, ultralytics, task: str):
+    cls = ultralytics.RTDETR if cfg.family == "rtdetr" else ultralytics.YOLO
+    model = cls(cfg.model) if cfg.family == "rtdetr" else cls(cfg.model, task=task)
     if cfg.weights:
         weights = Path(cfg.weights)
         if not weights.is_file():
-            raise FileNotFoundError(f"detect.weights: no local file {weights} (nothing is downloaded)")
+            raise FileNotFoundError(f"{cfg.task if cfg.task == 'detect' else 'segment'}.weights: "
+                                    f"no local file {weights} (nothing is downloaded)")
         model = model.load(str(weights))
+    return model
+
+
+def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
+    """Train (or resume an unfinished run in out_dir); YOLO, RT-DETR or YOLO-seg."""
+    ultralytics = _ultralytics()
+    task = "segment" if cfg.task == "instance" else "detect"
+    out_dir, config = Path(out_dir), cfg.model_dump(mode="json")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    export = export_yolo_segments if task == "segment" else export_yolo
+    data_yaml = export(data_root, out_dir / "yolo-data")
+    class_names = list(load_split(data_root / "train").class_names)
+    last = _resume_from(out_dir, config)
+    model = ultralytics.RTDETR(str(last)) if last and cfg.family == "rtdetr" else \
+        ultralytics.YOLO(str(last), task=task) if last else _model(cfg, ultralytics, task)
+    (out_dir / "config.json").write_text(json.dumps(config, sort_keys=True))
     model.add_callback("on_fit_epoch_end", _epoch_callback(on_epoch))
-    device = _device(cfg.device)
+    device = ultralytics_device(cfg.device)
     # nbs = batch: one optimizer step per batch. Ultralytics' default accumulates to 64
     # images, i.e. 4 steps per epoch on a 256-image set: from scratch that learns ~3x slower.
     args = dict(data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch,
-                nbs=cfg.batch, optimizer="AdamW", lr0=cfg.lr, seed=cfg.seed, deterministic=True, device=device,
-                amp=isinstance(device, int), project=str(out_dir), name="ultralytics",
-                exist_ok=True, plots=False, workers=0, verbose=False, pretrained=False)
+                nbs=cfg.batch, optimizer="AdamW", lr0=cfg.lr, seed=cfg.seed, deterministic=True,
+                device=device, amp=device not in ("cpu", "mps"), project=str(out_dir),
+                name="ultralytics", exist_ok=True, plots=False, workers=0, verbose=False,
+                pretrained=False)
+    if cfg.augment:
+        args["augmentations"] = build_transforms(cfg.augment)
+    if last:
+        print(f"{cfg.family}: resuming the unfinished run from {last}")
+        args = {"resume": True, "device": device, **({"augmentations": args["augmentations"]}
+                                                     if cfg.augment else {})}
     with _all_cores():
-        model.train(**{**args, **cfg.ultralytics_args})
+        model.train(**{**args, **({} if last else cfg.ultralytics_args)})
     shutil.copy2(Path(model.trainer.best), out_dir / "best.pt")
-    write_meta(out_dir, family="yolo", task="detect", class_names=class_names, weights="best.pt",
-               config=cfg.model_dump(mode="json"), imgsz=cfg.imgsz)
+    write_meta(out_dir, family=cfg.family, task=cfg.task, class_names=class_names,
+               weights="best.pt", config=config, imgsz=cfg.imgsz)
     return out_dir
 
 
+def _to_numpy(r, instance: bool) -> dict[str, np.ndarray]:
+    height, width = r.orig_shape  # RT-DETR's boxes may reach past the image: clip them
+    boxes = np.clip(r.boxes.xyxy.cpu().numpy(), 0, [width, height, width, height])
+    pred = {"boxes": boxes.astype(np.float32),
+            "scores": r.boxes.conf.cpu().numpy().astype(np.float32),
+            "labels": r.boxes.cls.cpu().numpy().astype(np.int64) + 1}
+    if instance:
+        pred["masks"] = (r.masks.data.cpu().numpy() > 0.5) if r.masks is not None else \
+            np.zeros((0, *r.orig_shape), bool)
+    return pred
+
+
 def predict(checkpoint: Path, image_paths: list[Path]) -> list[dict[str, np.ndarray]]:
+    """Per image: boxes, scores, labels (category ids 1..K); YOLO-seg adds masks (N,H,W) bool
+    at the image's own size (`retina_masks`)."""
     ultralytics = _ultralytics()
     meta = read_meta(checkpoint)
-    model = ultralytics.YOLO(str(checkpoint / meta["weights"]), task="detect")
-    cfg = meta["config"]
+    weights, cfg = str(Path(checkpoint) / meta["weights"]), meta["config"]
+    instance = meta["task"] == "instance"
+    model = ultralytics.RTDETR(weights) if meta["family"] == "rtdetr" else \
+        ultralytics.YOLO(weights, task="segment" if instance else "detect")
     with _all_cores():
         results = model.predict([str(p) for p in image_paths], imgsz=meta["imgsz"],
-                                conf=cfg["conf"], iou=cfg["nms_iou"], device=_device("auto"),
-                                verbose=False)
-    return [{"boxes": r.boxes.xyxy.cpu().numpy().astype(np.float32),
-             "scores": r.boxes.conf.cpu().numpy().astype(np.float32),
-             "labels": r.boxes.cls.cpu().numpy().astype(np.int64) + 1} for r in results]
+                                conf=cfg["conf"], iou=cfg["nms_iou"], device=ultralytics_device("auto"),
+                                retina_masks=instance, verbose=False)
+    return [_to_numpy(r, instance) for r in results]

@@ -1,0 +1,27 @@
+"""Importers: read a source folder in one of the supported formats into a `Source`.
+
+    source = read_source("yolo", Path("coco128-seg"))
+
+Readers only parse; `visiongate.datasets.validate` checks images and coordinates, and
+`visiongate.datasets.formats.canonical` writes the canonical layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from visiongate.datasets.formats import coco_json, masks, voc, yolo
+from visiongate.datasets.formats.base import Source
+
+READERS = {"coco": coco_json.read, "yolo": yolo.read, "voc": voc.read, "masks": masks.read}
+FORMATS = tuple(READERS)
+
+
+def read_source(fmt: str, src: Path) -> Source:
+    """Parse src as format `fmt`; FileNotFoundError / ValueError name what is wrong."""
+    if fmt not in READERS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"no source folder at {src}")
+    return READERS[fmt](src)

@@ -1,0 +1,124 @@
+"""Pascal VOC XML: `Annotations/*.xml` beside `JPEGImages/` (any depth, e.g. VOCdevkit/VOC2012).
+
+Boxes are 1-based inclusive pixel corners; as detectron2 does, the COCO box is
+[xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]. `ImageSets/Main/{train,val,test}.txt`
+give the source's split when present. Class names come from a names/classes/labels file
+when there is one (other names are then unknown), else from the XMLs, sorted.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from visiongate.datasets.formats import base
+from visiongate.datasets.formats.base import Issue, Item, Obj, Source
+
+CORNERS = ("xmin", "ymin", "xmax", "ymax")
+
+
+def _find_annotation_dirs(root: Path) -> list[Path]:
+    found = sorted(p for p in root.rglob("Annotations") if p.is_dir())
+    if not found:
+        raise FileNotFoundError(f"no Annotations/ folder under {root} (Pascal VOC layout)")
+    return found
+
+
+def _source_splits(voc_dir: Path) -> dict[str, str]:
+    """Image id -> split from ImageSets/Main/{train,val,test}.txt."""
+    splits = {}
+    for split in base.SPLITS:
+        listing = voc_dir / "ImageSets" / "Main" / f"{split}.txt"
+        if listing.is_file():
+            for line in listing.read_text().split("\n"):
+                if line.strip():
+                    splits[line.split()[0]] = split
+    return splits
+
+
+def _text(node: ET.Element, tag: str) -> str:
+    child = node.find(tag)
+    if child is None or child.text is None:
+        raise ValueError(f"<{tag}> is missing")
+    return child.text.strip()
+
+
+def _parse(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple[str, list[float], str]]]:
+    """(file name, declared (w, h), [(class name, corners, where)]); ValueError if malformed."""
+    try:
+        tree = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise ValueError(f"not valid XML: {err}") from err
+    file_name = tree.findtext("filename", "").strip()
+    size = tree.find("size")
+    declared = None
+    if size is not None:
+        declared = (int(float(_text(size, "width"))), int(float(_text(size, "height"))))
+        declared = declared if all(declared) else None  # some VOC files say 0: unknown
+    objects = []
+    for number, node in enumerate(tree.iter("object"), start=1):
+        box = node.find("bndbox")
+        if box is None:
+            raise ValueError(f"object {number}: <bndbox> is missing")
+        objects.append((_text(node, "name"), [float(_text(box, c)) for c in CORNERS],
+                        f"object {number}"))
+    return file_name, declared, objects
+
+
+def _locate(xml: Path, file_name: str, voc_dir: Path) -> Path | None:
+    folder = voc_dir / "JPEGImages"
+    candidates = [folder / file_name] if file_name else []
+    candidates += [folder / (xml.stem + ext) for ext in (".jpg", ".jpeg", ".png")]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _read_dir(voc_dir: Path, root: Path, names: list[str] | None, issues: list[Issue]):
+    splits = _source_splits(voc_dir)
+    items, seen = [], set()
+    for xml in sorted((voc_dir / "Annotations").glob("*.xml")):
+        rel = base.relpath(xml, root)
+        try:
+            file_name, declared, objects = _parse(xml)
+        except ValueError as err:
+            image = _locate(xml, "", voc_dir)
+            seen.add(image)
+            if image is not None:
+                issues.append(Issue(rel, base.MALFORMED, f"{err}; image {image.name} left out",
+                                    base.IMAGE_LEFT_OUT))
+            else:
+                issues.append(Issue(rel, base.MALFORMED, str(err), base.FILE_LEFT_OUT))
+            continue
+        image = _locate(xml, file_name, voc_dir)
+        if image is None:
+            issues.append(Issue(rel, base.MISSING_IMAGE, f"image {file_name or xml.stem!r} not "
+                                "found in JPEGImages/", base.FILE_LEFT_OUT))
+            continue
+        seen.add(image)
+        item = Item(image, base.relpath(image, root), splits.get(xml.stem), label=xml,
+                    declared_size=declared)
+        for name, (x0, y0, x1, y1), where in objects:
+            if names is not None and name not in names:
+                issues.append(Issue(rel, base.UNKNOWN_CLASS, f"{where}: class {name!r} not in "
+                                    "the names file", base.OBJECT_LEFT_OUT))
+                continue
+            item.objects.append(Obj(name, [x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1], where=where))
+        items.append(item)
+    for image in base.list_images(voc_dir / "JPEGImages"):
+        if image not in seen:
+            items.append(Item(image, base.relpath(image, root), splits.get(image.stem),
+                              unlabelled="no XML annotation"))
+    return items
+
+
+def read(root: Path) -> Source:
+    names = base.read_names(root)
+    issues: list[Issue] = []
+    items: list[Item] = []
+    for annotations in _find_annotation_dirs(root):
+        items.extend(_read_dir(annotations.parent, root, names, issues))
+    classes = names or sorted({o.category for item in items for o in item.objects})
+    index = {name: k for k, name in enumerate(classes, start=1)}
+    for item in items:
+        for obj in item.objects:
+            obj.category = index[obj.category]  # names -> canonical ids
+    return Source(root, "voc", classes, items, issues)

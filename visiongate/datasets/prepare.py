@@ -1,0 +1,127 @@
+"""Import stage: source folder -> validated canonical dataset (the DVC stage `prepare-<name>`).
+
+    python -m visiongate.datasets.prepare --format yolo --src data/raw/NAME \\
+        --out data/prepared/NAME [--split train=0.7,val=0.15,test=0.15] [--seed 0] \\
+        [--params params.yaml]
+
+Writes <out>/{train,val,test}, <out>/quarantine.csv (one line per bad item: file, kind,
+detail, action) and <out>/info.json (format, classes, has_masks, counts). Fails with a
+clear message when nothing usable is left, a split ends up empty, or the quarantined
+share of images passes `validation.max_quarantine_share`. Never writes to the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pydantic
+import yaml
+
+from visiongate.config import ValidationConfig
+from visiongate.datasets import splits as splitting
+from visiongate.datasets.formats import FORMATS, read_source
+from visiongate.datasets.formats.canonical import write_canonical
+from visiongate.datasets.validate import summarize, validate, write_quarantine
+
+QUARANTINE = "quarantine.csv"
+INFO = "info.json"
+
+
+def prepare(fmt: str, src: Path, out: Path, ratios: dict[str, float] | None = None,
+            seed: int = 0, cfg: ValidationConfig | None = None) -> dict:
+    """Read, validate, split and write one dataset; return its info dict (also info.json)."""
+    cfg, out = cfg or ValidationConfig(), Path(out)
+    source = read_source(fmt, Path(src))
+    kept, issues = validate(source, cfg.clip_tolerance)
+    write_quarantine(issues, out / QUARANTINE)  # first: a failed import still explains itself
+    summary = summarize(issues, len(kept))
+    report = out / QUARANTINE
+    if not kept:
+        raise ValueError(f"{src}: no usable {fmt} image ({summary['quarantined']} quarantined, "
+                         f"see {report})")
+    if not source.classes:
+        raise ValueError(f"{src}: no class names found for format {fmt}")
+    if summary["share"] > cfg.max_quarantine_share:
+        total = summary["images"] + summary["quarantined"]
+        raise ValueError(f"{src}: {summary['quarantined']} of {total} images quarantined "
+                         f"({summary['share']:.1%}) > validation.max_quarantine_share "
+                         f"{cfg.max_quarantine_share:.0%}; see {report}")
+    assigned = splitting.assign(kept, ratios or splitting.DEFAULT_RATIOS, seed)
+    empty = [name for name, items in assigned.items() if not items]
+    if empty:
+        raise ValueError(f"{src}: split(s) {', '.join(empty)} empty after quarantine "
+                         f"({len(kept)} usable images); change --split or add images")
+    info = write_canonical(source, assigned, out)
+    info.update(quarantine=summary, seed=seed, ratios=ratios or splitting.DEFAULT_RATIOS)
+    (out / INFO).write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def has_masks(prepared_root: Path) -> bool:
+    """Does the dataset carry segmentation (masks/ label maps)? False: boxes only."""
+    info = Path(prepared_root) / INFO
+    if info.is_file():
+        return bool(json.loads(info.read_text()).get("has_masks"))
+    return any((Path(prepared_root) / s / "masks").is_dir() for s in splitting.SPLITS)
+
+
+def tree_md5(root: Path) -> str:
+    """md5 over every file's relative path and bytes under root (hidden entries included)."""
+    digest = hashlib.md5()
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(hashlib.md5(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def validation_config(params_file: Path) -> ValidationConfig:
+    """The `validation` section alone (defaults when the file or section is absent): the
+    stage needs no other section, and validating all of params.yaml imports torch."""
+    raw = yaml.safe_load(params_file.read_text()) if params_file.is_file() else None
+    section = (raw or {}).get("validation") if isinstance(raw, dict) else None
+    try:
+        return ValidationConfig.model_validate(section or {})
+    except pydantic.ValidationError as err:
+        raise ValueError(f"{params_file}: invalid `validation` section: {err}") from err
+
+
+def format_summary(info: dict, out: Path) -> str:
+    q = info["quarantine"]
+    per_split = " ".join(f"{s}={n}" for s, n in info["images"].items())
+    kinds = ", ".join(f"{k} {n}" for k, n in q["by_kind"].items()) or "none"
+    return (f"{out}: {per_split} images, {sum(info['objects'].values())} objects, "
+            f"{len(info['classes'])} classes, masks: {'yes' if info['has_masks'] else 'no'}\n"
+            f"quarantine: {q['quarantined']} image(s) left out ({q['share']:.1%}); "
+            f"lines by kind: {kinds} -> {out / QUARANTINE}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--src", required=True, type=Path, help="source folder (read only)")
+    parser.add_argument("--out", required=True, type=Path, help="dataset root to write")
+    parser.add_argument("--split", default="train=0.7,val=0.15,test=0.15")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--params", default="params.yaml", help="params file (uses `validation`)")
+    args = parser.parse_args(argv)
+    cfg = validation_config(Path(args.params))
+    start = time.perf_counter()
+    try:
+        info = prepare(args.format, args.src, args.out, splitting.parse_ratios(args.split),
+                       args.seed, cfg)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"prepare: error: {err}") from None
+    print(format_summary(info, args.out) + f" ({time.perf_counter() - start:.1f}s)")
+
+
+if __name__ == "__main__":
+    main()

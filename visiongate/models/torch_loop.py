@@ -1,0 +1,164 @@
+"""The training loop shared by the plain-torch families (U-Net, torchvision detectors and
+segmenters): AdamW with warm-up + cosine, AMP on CUDA, tqdm bars, `last.pt` every epoch and
+`best.pt` on the best validation score, and resume from `last.pt` after a crash.
+
+Checkpoints hold only tensors and primitives (they load with `weights_only=True`) and the
+config they were trained with. A resumed run reseeds its per-epoch random streams as an
+unbroken run would, so on the CPU it ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from visiongate.devices import amp_enabled
+from visiongate.models import OnEpoch
+
+# Keys that may change between a run and its resume without changing what was learned.
+NOT_LEARNED = {"epochs", "device", "enabled", "gate", "conf", "nms_iou", "class_agnostic_nms",
+               "score_threshold"}
+
+
+@dataclass
+class Recipe:
+    """What the loop needs from a family."""
+
+    name: str                                           # for logs and progress bars
+    model: nn.Module
+    train_batches: Callable[[], Iterable]               # a fresh pass over the training data
+    steps_per_epoch: int
+    loss: Callable[[nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
+    validate: Callable[[nn.Module], dict[str, float]]   # val metrics, model in eval mode
+    best_key: str                                       # higher is better, e.g. "val_map50"
+    reseed: Callable[[int], None] = lambda seed: None   # per-epoch data/augmentation streams
+    extra: dict[str, Any] = field(default_factory=dict)  # stored in every checkpoint
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def warmup_cosine(total_steps: int, warmup_frac: float = 0.05):
+    """lr factor per step: linear warm-up, then cosine to ~0. A plain function of `total_steps`,
+    so a resumed run with more epochs stretches the remaining schedule instead of breaking."""
+    warmup = max(1, int(total_steps * warmup_frac))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def same_run(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k not in NOT_LEARNED} == {
+        k: v for k, v in b.items() if k not in NOT_LEARNED}
+
+
+def save(state: dict, path: Path) -> None:
+    """Write-then-rename: a crash mid-save never leaves a truncated checkpoint behind."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_local_weights(model: nn.Module, path: str | None, section: str) -> None:
+    """Start from a local weights file (a state dict, or a checkpoint holding `state_dict`);
+    tensors whose shape differs (e.g. a head for another class count) are left as built."""
+    if not path:
+        return
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{section}.weights: no local file {path} (nothing is downloaded)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ValueError(f"{section}.weights: {path} shares no tensor with this model")
+    model.load_state_dict(usable, strict=False)
+    print(f"{section}: loaded {len(usable)}/{len(own)} tensors from {path}")
+
+
+def _resume(path: Path, config: dict, name: str, model, opt, sched, scaler) -> tuple[int, float]:
+    """(first epoch to run, best score so far); starts over when the config differs."""
+    if not path.exists():
+        return 1, -math.inf
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not same_run(state.get("config", {}), config):
+        print(f"{name}: {path} was trained with another config; starting over")
+        return 1, -math.inf
+    model.load_state_dict(state["state_dict"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    print(f"{name}: resuming after epoch {state['epoch']} from {path}")
+    return state["epoch"] + 1, state["best"]
+
+
+def _train_epoch(recipe: Recipe, opt, sched, scaler, device, desc: str) -> dict[str, float]:
+    recipe.model.train()
+    sums: dict[str, float] = {}
+    n = 0
+    bar = tqdm(recipe.train_batches(), desc=desc, total=recipe.steps_per_epoch, leave=False,
+               disable=None)
+    for batch in bar:
+        with torch.autocast(device.type, enabled=amp_enabled(device)):
+            loss, parts = recipe.loss(recipe.model, batch)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        nn.utils.clip_grad_norm_(recipe.model.parameters(), 10.0)  # from-scratch detectors spike
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        n += 1
+        for key, value in {"train_loss": loss.item(), **parts}.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+        bar.set_postfix(loss=f"{sums['train_loss'] / n:.3f}")
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def fit(recipe: Recipe, cfg, device: torch.device, out_dir: Path, on_epoch: OnEpoch) -> None:
+    """Train `cfg.epochs` epochs (resuming from out_dir/last.pt when it is the same run)."""
+    config, model = cfg.model_dump(mode="json"), recipe.model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.epochs * recipe.steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled(device))
+    start, best = _resume(out_dir / "last.pt", config, recipe.name, model, opt, sched, scaler)
+    for epoch in range(start, cfg.epochs + 1):
+        recipe.reseed(cfg.seed + epoch)
+        t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
+        metrics = _train_epoch(recipe, opt, sched, scaler, device, f"{recipe.name} {epoch}/{cfg.epochs}")
+        model.eval()
+        with torch.inference_mode():
+            metrics.update(recipe.validate(model))
+        metrics["lr"] = lr
+        score = metrics[recipe.best_key]
+        improved = score > best or (math.isnan(best) and not math.isnan(score))
+        best = score if improved else best
+        print(f"{recipe.name} epoch {epoch}/{cfg.epochs} " + " ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({time.perf_counter() - t0:.1f}s)",
+            flush=True)
+        state = {"state_dict": model.state_dict(), "config": config, "epoch": epoch, "best": best,
+                 "metrics": metrics, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "scaler": scaler.state_dict(), **recipe.extra}
+        if improved or not (out_dir / "best.pt").exists():
+            save(state, out_dir / "best.pt")
+        save(state, out_dir / "last.pt")
+        on_epoch(epoch, metrics)
