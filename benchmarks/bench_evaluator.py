@@ -13,8 +13,6 @@ import argparse
 import contextlib
 import io
 import math
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +24,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.report import machine, update_section  # noqa: E402
 from visiongate.metrics import COCO_STAT_NAMES, detection_metrics  # noqa: E402
 
 N_CLASSES, PREDS_PER_IMAGE, SIZE = 80, 20, 640
@@ -92,17 +91,6 @@ def timed(fn, repeats: int):
     return statistics.median(times), times, result
 
 
-def machine() -> str:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
-    mem = next((int(line.split()[1]) / 2**20 for line in Path("/proc/meminfo").read_text()
-                .splitlines() if line.startswith("MemTotal")), float("nan"))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cores} cores ({model}), {mem:.0f} GiB memory, GPU none, "
-            f"Python {platform.python_version()}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000)
@@ -128,11 +116,7 @@ def main() -> None:
     print(row)
     command = (f".venv/bin/python benchmarks/bench_evaluator.py --images {args.images} "
                f"--repeats {args.repeats}")
-    args.out.write_text(f"""# Benchmarks
-
-Timed comparisons, run by hand (`make bench`); never part of the test suite.
-
-## COCO box evaluation: faster-coco-eval vs pycocotools
+    update_section(f"""## COCO box evaluation: faster-coco-eval vs pycocotools
 
 `visiongate.metrics.detection_metrics` (faster-coco-eval {version("faster-coco-eval")},
 `COCOeval_faster`) against plain pycocotools {version("pycocotools")} `COCOeval` in the
@@ -153,7 +137,7 @@ Command: `make bench` (= `{command}`)
 
 Individual runs (s): visiongate {', '.join(f'{t:.2f}' for t in fast_runs)}; pycocotools
 {', '.join(f'{t:.2f}' for t in ref_runs)}.
-""")
+""", args.out)
     print(f"wrote {args.out}")
 
 

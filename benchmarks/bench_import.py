@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -22,8 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_evaluator import machine  # noqa: E402
+from benchmarks.report import machine, update_section  # noqa: E402
 
 from visiongate.config import ValidationConfig  # noqa: E402
 from visiongate.datasets.formats import read_source  # noqa: E402
@@ -41,17 +39,6 @@ def _runs(fn, repeats: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
-
-
-def _update(path: Path, section: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or append it)."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def main() -> None:
@@ -104,7 +91,7 @@ Command: `{command}`
 Individual runs (s): prepare {', '.join(f'{t:.2f}' for t in full_runs)}; parse + validate
 {', '.join(f'{t:.2f}' for t in check_runs)}.
 """
-    _update(args.out, section)
+    update_section(section, args.out)
     print(f"wrote {args.out}")
 
 
