@@ -1,7 +1,8 @@
 """`visiongate` command line.
 
 Exit codes: 0 success · 1 error · 2 usage · 3 the flow completed but a gate refused at
-least one candidate (the champion was kept).
+least one candidate (the champion was kept) · 4 another retrain of the same dataset is
+running (this one did nothing).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import sys
 
 GATE_REFUSED = 3
+BUSY = 4
 
 # Modules that add their own subcommands: each has add_commands(subparsers).
 COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli")
@@ -103,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"visiongate: error: {err}", file=sys.stderr)
         return 1
+    except RuntimeError as err:
+        from flows.retrain import RetrainBusy
+
+        if not isinstance(err, RetrainBusy):
+            raise
+        print(f"visiongate: busy: {err}", file=sys.stderr)
+        return BUSY
 
 
 if __name__ == "__main__":

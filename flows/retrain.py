@@ -8,10 +8,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
 from prefect import flow, get_run_logger
 
-from tasks.data import describe_data, validate_data, version_data
+from tasks.data import describe_data, validate_data, verify_data, version_data
 from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.gate import gate
 from tasks.registry import champion_checkpoint, log_model, promote, register
@@ -34,7 +36,25 @@ def retrain(root: str = ".", params_file: str = "params.yaml",
     params = load_params(project / params_file)
     if dataset:
         params = params.model_copy(update={"dataset": dataset})
+    lock = FileLock(project / ".cache" / "locks" / f"retrain-{params.dataset}.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RetrainBusy(f"another retrain of dataset {params.dataset!r} is running (lock "
+                          f"{lock.lock_file}); this one changed nothing") from None
+    try:
+        return retrain_all(project, params)
+    finally:
+        lock.release()
+
+
+class RetrainBusy(RuntimeError):
+    """Another retrain of the same dataset is running: retrains of one dataset never overlap."""
+
+
+def retrain_all(project: Path, params: Params) -> list[dict]:
     md5s = version_data(str(project), params.dataset)
+    verify_data(str(project), params.dataset, md5s)
     data = project / "data" / "prepared" / params.dataset
     if params.segment.enabled and not has_masks(data):
         raise ValueError(f"dataset {params.dataset!r} has boxes only, no masks: a segmentation "

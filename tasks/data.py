@@ -14,6 +14,13 @@ def version_data(root: str, dataset: str) -> dict[str, str]:
 
 
 @task
+def verify_data(root: str, dataset: str, md5s: dict[str, str]) -> int:
+    """Every file of every split matches its DVC md5, in the workspace and the cache
+    (not retried: a corrupted file stays corrupted)."""
+    return versioning.verify(Path(root), dataset, md5s)
+
+
+@task
 def validate_data(root: str, dataset: str) -> dict:
     """Check the prepared splits are readable and consistent; return the quarantine summary
     ({"images", "quarantined", "share", "by_kind"}) that the data-quality gate judges."""

@@ -112,14 +112,14 @@ def apply(compose: A.Compose, task: str, image: np.ndarray, boxes: np.ndarray | 
 
 
 def _draw(sample: dict[str, Any], task: str, class_names: list[str], tile: int) -> torch.Tensor:
-    image = torch.from_numpy(np.ascontiguousarray(sample["image"])).permute(2, 0, 1)
+    image = torch.from_numpy(np.array(sample["image"])).permute(2, 0, 1)  # a writable copy
     if task == "segment":
-        mask = torch.from_numpy(sample["mask"]).long()
+        mask = torch.from_numpy(np.array(sample["mask"])).long()
         layers = torch.stack([mask == k for k in range(1, len(class_names) + 1)])
         image = draw_segmentation_masks(image, layers, alpha=0.45)
     else:
         if task == "instance" and len(sample["masks"]):
-            image = draw_segmentation_masks(image, torch.from_numpy(sample["masks"]).bool(), alpha=0.45)
+            image = draw_segmentation_masks(image, torch.from_numpy(np.array(sample["masks"])).bool(), alpha=0.45)
         names = [class_names[int(k) - 1] for k in sample["labels"]]
         image = draw_bounding_boxes(image, torch.from_numpy(sample["boxes"]), names, colors="yellow")
     padded = ImageOps.pad(Image.fromarray(image.permute(1, 2, 0).numpy()), (tile, tile))

@@ -29,13 +29,9 @@ def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None) -
         raise ValueError(f"{checkpoint} was trained on classes {model_classes}, "
                          f"but {split_dir} has {list(split.class_names)}: they cannot be compared")
     predictions = models.predict(checkpoint, [split.image_path(im) for im in split.images])
-    if meta["task"] in ("detect", "instance"):
-        cfg = meta.get("config", {})
-        predictions = [diagnostics.postprocess(p, cfg.get("conf", 0.0), cfg.get("nms_iou", 1.0),
-                                               cfg.get("class_agnostic_nms", False))
-                       for p in predictions]
-        return _detection(split, predictions, meta["task"], cfg.get("score_threshold", 0.25),
-                          plots_dir)
+    if meta["task"] in ("detect", "instance"):  # post-processed by models.predict
+        return _detection(split, predictions, meta["task"],
+                          meta.get("config", {}).get("score_threshold", 0.25), plots_dir)
     return _semantic(split, predictions, plots_dir)
 
 

@@ -7,13 +7,11 @@ previous champion champion again; the rolled-back version loses every alias but
 `challenger` (a second rollback would otherwise re-promote it) and `previous-champion`
 is cleared until the next promotion. Each move is tagged on the versions it touches
 (when, by whom, why) and appended to the registered model's `champion_history` tag.
-
-On a sqlite store alias moves are serialised by a file lock beside the database, so
-concurrent promotions see each other's result (the history stays one chain).
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
@@ -22,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from importlib.metadata import PackageNotFoundError, version
+from importlib import metadata
 from pathlib import Path
 
 import mlflow
@@ -78,12 +76,10 @@ def _version(mv) -> Version:
 
 @contextmanager
 def alias_lock(uri: str) -> Iterator[None]:
-    """Exclusive section for alias moves: a file lock beside a sqlite database.
-
-    sqlite serialises single writes, but a move is read-then-write (read the champion,
-    retire it, move the alias); without the lock two promotions can both retire the
-    same champion. Other stores (a tracking server) are not locked here.
-    """
+    """Exclusive section for alias moves: a file lock beside a sqlite database. sqlite
+    serialises single writes, but a move is read-then-write (read the champion, retire
+    it, move the alias): unlocked, two promotions can both retire the same champion and
+    one history entry is lost. Other stores (a tracking server) are not locked here."""
     if not uri.startswith("sqlite:///"):
         yield
         return
@@ -114,10 +110,8 @@ def requirements() -> list[str]:
     """Pins of what the model imports (informational: serve with --env-manager local)."""
     out = []
     for lib in REQUIREMENTS:
-        try:
-            out.append(f"{lib}=={version(lib)}")
-        except PackageNotFoundError:
-            continue
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out.append(f"{lib}=={metadata.version(lib)}")
     return out
 
 
@@ -291,8 +285,8 @@ def list_models(uri: str, name: str | None = None) -> list[dict]:
     out = []
     for model in sorted(found, key=lambda m: m.name):
         aliases: dict[str, list[str]] = {}
-        for alias, version in model.aliases.items():
-            aliases.setdefault(str(version), []).append(alias)
+        for alias, number in model.aliases.items():
+            aliases.setdefault(str(number), []).append(alias)
         versions = []
         for mv in client.search_model_versions(f"name='{model.name}'"):
             metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}

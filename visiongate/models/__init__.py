@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import pickle
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,7 +64,23 @@ def train(cfg: Any, data_root: Path, out_dir: Path, on_epoch: OnEpoch | None = N
 
 
 def predict(checkpoint: Path, image_paths: list[Path]) -> list:
-    return _family_module(read_meta(checkpoint)["family"]).predict(Path(checkpoint), list(image_paths))
+    """Predictions for each image. Detections (and instances) are post-processed as the
+    checkpoint's config says, the same for every family: score >= `conf`, then NMS at
+    `nms_iou`, per class or over all classes (`class_agnostic_nms`)."""
+    meta = read_meta(checkpoint)
+    try:
+        predictions = _family_module(meta["family"]).predict(Path(checkpoint), list(image_paths))
+    except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError) as err:
+        weights = Path(checkpoint) / meta.get("weights", "?")
+        raise ValueError(f"{weights}: the checkpoint cannot be loaded or run — truncated or "
+                         f"corrupted? ({type(err).__name__}: {str(err)[:300]})") from err
+    if meta["task"] not in ("detect", "instance"):
+        return predictions
+    from visiongate.diagnostics import postprocess
+
+    cfg = meta.get("config", {})
+    return [postprocess(p, cfg.get("conf", 0.0), cfg.get("nms_iou", 1.0),
+                        cfg.get("class_agnostic_nms", False)) for p in predictions]
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path) -> Path:

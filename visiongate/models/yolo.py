@@ -55,7 +55,23 @@ def _ultralytics():
     switched_on = {k: False for k in _INTEGRATIONS if settings.get(k)}
     if switched_on:
         settings.update(switched_on)
+    _local_fonts()
     return ultralytics
+
+
+def _local_fonts() -> None:
+    """Ultralytics checks for Arial before training and, when missing, asks the network for
+    it (a HEAD request, then a download). Its plots are off here: any local font will do, so
+    give it matplotlib's bundled DejaVu Sans under the names it looks for."""
+    import matplotlib
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        target = Path(USER_CONFIG_DIR) / name
+        if not target.exists() and source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 def _metric_name(key: str) -> str:
@@ -119,8 +135,9 @@ def _resume_from(out_dir: Path, config: dict) -> Path | None:
     last, saved = out_dir / "ultralytics" / "weights" / "last.pt", out_dir / "config.json"
     if not (last.is_file() and saved.is_file()) or not same_run(json.loads(saved.read_text()), config):
         return None
-    epoch = torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)
-    return last if epoch >= 0 else None  # -1: ultralytics finished (and stripped) it
+    # meta.json is written when a run finishes and removed when one starts, so its absence
+    # means the run died (no need to unpickle ultralytics' checkpoint to read its epoch)
+    return None if (out_dir / "meta.json").is_file() else last
 
 
 def _model(cfg, ultralytics, task: str):
@@ -145,6 +162,7 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     data_yaml = export(data_root, out_dir / "yolo-data")
     class_names = list(load_split(data_root / "train").class_names)
     last = _resume_from(out_dir, config)
+    (out_dir / "meta.json").unlink(missing_ok=True)
     model = ultralytics.RTDETR(str(last)) if last and cfg.family == "rtdetr" else \
         ultralytics.YOLO(str(last), task=task) if last else _model(cfg, ultralytics, task)
     (out_dir / "config.json").write_text(json.dumps(config, sort_keys=True))

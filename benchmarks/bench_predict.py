@@ -1,0 +1,183 @@
+"""Time the registered champion's pyfunc predict against raw ultralytics on the same weights.
+
+Not a test. Both sides run in one process on the same images, one image per call (as a
+REST request would), alternating image by image after a warm-up: the pyfunc side is
+`mlflow.pyfunc.load_model("models:/NAME@champion").predict(DataFrame(image=<base64>))`
+(decode, checks, the family's predict, JSON-friendly records); the raw side is
+`YOLO(best.pt).predict(path)` with the checkpoint's imgsz / conf / NMS IoU. Base64
+encoding (the client's work) is done before timing.
+
+Without --root, for each --sizes value a YOLOv8n (the demo's architecture; 1 epoch, so
+speed, not accuracy, is representative) is trained in a child process on generated
+images of that size, registered and promoted in a temporary store; with --root, the
+champion of that project's store is timed on its test split.
+
+    python benchmarks/bench_predict.py [--sizes 128 640] [--images 64] [--root . --name NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.report import machine, update_section  # noqa: E402
+from visiongate import models, registry, serving, tracking  # noqa: E402
+from visiongate.config import DetectConfig, MlflowConfig, SynthConfig, load_params  # noqa: E402
+from visiongate.datasets import synth  # noqa: E402
+from visiongate.datasets.coco import load_split  # noqa: E402
+from visiongate.devices import select_device  # noqa: E402
+
+
+def temporary_champion(work: Path, size: int, n_images: int) -> tuple[str, str, list[Path]]:
+    """(tracking URI, name, test images) of a freshly trained and promoted YOLOv8n."""
+    synth.generate(SynthConfig(seed=0, image_size=size,
+                               splits={"train": 8, "val": 4, "test": n_images}), work / "data")
+    checkpoint = models.train(DetectConfig(epochs=1, imgsz=size, batch=4), work / "data",
+                              work / "train")
+    uri = tracking.tracking_uri(work, MlflowConfig())
+    run_id = tracking.start_run(uri, tracking.ensure_experiment(uri, work, MlflowConfig()),
+                                "bench", {}, {})
+    split = load_split(work / "data" / "test")
+    images = [split.image_path(im) for im in split.images]
+    version = registry.register(uri, "bench-detect",
+                                registry.log_model(uri, run_id, checkpoint, images[0]), {})
+    registry.promote(uri, "bench-detect", version.version, "benchmark")
+    return uri, "bench-detect", images
+
+
+def prepared_champion(work: Path, size: int, n_images: int) -> tuple[str, str, list[Path]]:
+    """temporary_champion, run in a child process: after training, torch inference in the
+    training process ran several times slower here (on both sides alike)."""
+    work.mkdir(parents=True)
+    subprocess.run([sys.executable, __file__, "--prepare", str(work), "--sizes", str(size),
+                    "--images", str(n_images)], check=True)
+    prepared = json.loads((work / "champion.json").read_text())
+    return prepared["uri"], prepared["name"], [Path(p) for p in prepared["images"]]
+
+
+def interleaved_ms(sides: dict, inputs: dict, warmup: int = 5) -> dict[str, list[float]]:
+    """ms per call of each side, the sides alternating image by image, so that load from
+    other processes on the machine falls on both alike; the first `warmup` are not kept."""
+    n = len(next(iter(inputs.values())))
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    for step, i in enumerate([*range(min(warmup, n)), *range(n)]):
+        for side, fn in sides.items():
+            start = time.perf_counter()
+            fn(inputs[side][i])
+            if step >= min(warmup, n):
+                times[side].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def run(uri: str, name: str, images: list[Path], cache: Path) -> dict:
+    import mlflow
+    import pandas as pd
+    from ultralytics import YOLO
+
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    checkpoint = registry.checkout(uri, registry.resolve(uri, f"models:/{name}@champion"), cache)
+    meta = models.read_meta(checkpoint)
+    if meta["family"] != "yolo":
+        raise ValueError(f"{name}: the baseline is raw ultralytics; got family {meta['family']}")
+    raw = YOLO(str(checkpoint / meta["weights"]), task="detect")
+    device = select_device("auto")  # as visiongate's YOLO predict picks it
+    args = dict(imgsz=meta["imgsz"], conf=meta["config"]["conf"], iou=meta["config"]["nms_iou"],
+                device=(device.index or 0) if device.type == "cuda" else device.type, verbose=False)
+    frames = [pd.DataFrame({"image": [serving.encode_image(p)]}) for p in images]
+    times = interleaved_ms({"pyfunc": pyfunc.predict, "raw": lambda p: raw.predict(str(p), **args)},
+                           {"pyfunc": frames, "raw": images})
+    return {**{side: statistics.median(t) for side, t in times.items()},
+            **{f"{side}_p90": statistics.quantiles(t, n=10)[-1] for side, t in times.items()},
+            "imgsz": meta["imgsz"], "n": len(images), "size": _size(images[0])}
+
+
+def _size(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return f"{im.width}×{im.height}"
+
+
+def section(rows: list[dict], command: str) -> str:
+    table = "\n".join(
+        f"| {r['n']} × {r['size']} | {r['imgsz']} | {r['pyfunc']:.1f} | {r['raw']:.1f} | "
+        f"**{r['pyfunc'] / r['raw']:.2f}×** | {r['pyfunc_p90']:.1f} / {r['raw_p90']:.1f} |"
+        for r in rows)
+    loading = ("loads the weights once per model (`visiongate.models.load`)"
+               if hasattr(models, "load") else
+               "reloads the weights on every call (`visiongate.models.predict`; this version "
+               "of the model interface has no `load`)")
+    return f"""## Predict latency
+
+The champion served as an MLflow pyfunc (`mlflow.pyfunc.load_model("models:/NAME@champion")`;
+request: a DataFrame with one base64 PNG; answer: JSON-friendly records) against raw
+ultralytics `YOLO(best.pt).predict(path)` on the same weights, imgsz, conf and NMS IoU. One
+process on the CPU with {rows[0]['threads']} torch thread(s), one image per call, the two sides
+alternating image by image after 5 warm-up calls each; median ms per image over one run.
+Goal: ratio ≤ 1.1×. The pyfunc side {loading}.
+
+Machine: {machine()}.
+
+Command: `{command}`
+
+| images | imgsz | pyfunc ms | raw ms | ratio | p90 pyfunc / raw ms |
+|---|---|---|---|---|---|
+{table}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 640],
+                        help="generated image sizes = imgsz, one trained model each")
+    parser.add_argument("--images", type=int, default=64, help="test images per size")
+    parser.add_argument("--root", help="time this project's champion instead of training")
+    parser.add_argument("--name", default="shapes-detect", help="registered model (with --root)")
+    parser.add_argument("--out", default=None, help="BENCHMARKS.md to update (default: the repo's)")
+    parser.add_argument("--threads", type=int, default=1, help=(
+        "torch threads for both sides (default 1: on a busy 2-core machine two threads make "
+        "per-call latency jump to ~1 s whenever the other core is taken)"))
+    parser.add_argument("--prepare", help=argparse.SUPPRESS)  # internal: train into this folder
+    args = parser.parse_args(argv)
+    if args.prepare:
+        uri, name, images = temporary_champion(Path(args.prepare), args.sizes[0], args.images)
+        (Path(args.prepare) / "champion.json").write_text(json.dumps(
+            {"uri": uri, "name": name, "images": [str(p) for p in images]}))
+        return 0
+    torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="visiongate-bench-") as tmp:
+        if args.root:
+            root = Path(args.root).resolve()
+            params = load_params(root / "params.yaml")
+            split = load_split(root / "data" / "prepared" / params.dataset / "test")
+            images = [split.image_path(im) for im in split.images][: args.images]
+            rows.append(run(tracking.tracking_uri(root, params.mlflow), args.name, images,
+                            Path(tmp) / "checkout"))
+        for size in [] if args.root else args.sizes:
+            uri, name, images = prepared_champion(Path(tmp) / f"s{size}", size, args.images)
+            rows.append(run(uri, name, images, Path(tmp) / f"s{size}" / "checkout"))
+    for row in rows:
+        row["threads"] = torch.get_num_threads()
+    command = " ".join([".venv/bin/python benchmarks/bench_predict.py",
+                        *(argv if argv is not None else sys.argv[1:])])
+    text = section(rows, command)
+    print(text)
+    update_section(text, Path(args.out)) if args.out else update_section(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
