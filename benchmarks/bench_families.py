@@ -7,25 +7,27 @@ Every family trains `--epochs` epochs on `--images` synthetic images at the demo
 train images/s (images x epochs / wall time, validation included) and predict ms/image.
 Then YOLOv8n trains once through visiongate and once through `ultralytics.YOLO(...).train`
 with the same data export, epochs, seed and arguments: wall-time ratio and mAP50 difference
-(both scored by visiongate's evaluator). `--write` appends the table to BENCHMARKS.md.
+(both scored by visiongate's evaluator). `--write` updates its section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from visiongate import models
-from visiongate.config import DetectConfig, SegmentConfig, SynthConfig
-from visiongate.datasets.synth import generate
-from visiongate.evaluate import evaluate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.report import machine, update_section  # noqa: E402
+from visiongate import models  # noqa: E402
+from visiongate.config import DetectConfig, SegmentConfig, SynthConfig  # noqa: E402
+from visiongate.datasets.synth import generate  # noqa: E402
+from visiongate.evaluate import evaluate  # noqa: E402
 
 FAMILIES = [("detect", f) for f in ("yolo", "rtdetr", "fasterrcnn", "retinanet", "ssdlite")] + \
     [("segment", f) for f in ("unet", "fcn", "deeplabv3", "yolo", "maskrcnn")]
-SECTION = "\n## Model families\n"
+SECTION = "## Model families"
 
 
 def _cfg(section: str, family: str, epochs: int):
@@ -77,10 +79,11 @@ def bench_yolo_overhead(data: Path, work: Path, epochs: int) -> dict:
 
 
 def table(rows: list[dict], overhead: dict, args: argparse.Namespace) -> str:
-    lines = [SECTION, f"`benchmarks/bench_families.py --images {args.images} --epochs {args.epochs}`"
-             f" on {platform.processor() or platform.machine()}, defaults of each family "
-             "(from scratch). Train images/s includes per-epoch validation; predict covers "
-             "loading the checkpoint and every test image.", "",
+    lines = [SECTION, "", "Each family with its defaults (from scratch) on synthetic shapes at the demo "
+             "image sizes. Train images/s includes per-epoch validation; predict covers loading "
+             "the checkpoint and every test image.", "", f"Machine: {machine()}.", "",
+             f"Command: `.venv/bin/python benchmarks/bench_families.py --images {args.images} "
+             f"--epochs {args.epochs} --write`", "",
              "| task | family | model / backbone | px | train img/s | predict ms/img | test score |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['section']} | {r['family']} | {r['model']} | {r['imgsz']} | {r['train_ips']:.1f} "
@@ -96,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64, help="training images")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--write", action="store_true", help="append the table to BENCHMARKS.md")
+    parser.add_argument("--write", action="store_true", help="update its section of BENCHMARKS.md")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -106,8 +109,7 @@ def main() -> None:
         text = table(rows, bench_yolo_overhead(work / "data", work, args.epochs), args)
     print(text)
     if args.write:
-        with open(Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "a") as f:
-            f.write(text)
+        print(f"wrote {update_section(text)}")
 
 
 if __name__ == "__main__":

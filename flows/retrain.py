@@ -18,7 +18,7 @@ from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.gate import gate
 from tasks.registry import champion_checkpoint, log_model, promote, register
 from tasks.tracking import log_dataset, log_results, start_run
-from tasks.train import train_model
+from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
 from visiongate.config import Params, flatten, load_params, params_hash
 from visiongate.datasets.prepare import has_masks
@@ -87,8 +87,9 @@ def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, s
     work_dir = project / ".cache" / "train" / f"{name}-{lineage['params_hash']}-{md5s['train'][:8]}"
 
     try:
-        checkpoint = train_model(cfg, str(data_root), str(work_dir), uri, run_id)
         plots_dir = str(project / ".cache" / "plots" / run_id)
+        augment_preview(cfg, str(data_root / "train"), f"{plots_dir}/augment_preview.png")
+        checkpoint = train_model(cfg, str(data_root), str(work_dir), uri, run_id)
         metrics = evaluate_model(checkpoint, str(data_root / "test"), plots_dir)
         champion = champion_checkpoint(uri, name, str(project / ".cache" / "champions"))
         champion_metrics = evaluate_model(champion[1], str(data_root / "test")) if champion else None

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from prefect import task
 
-from visiongate import models, tracking
+from visiongate import augment, models, tracking
 
 
 @task
@@ -12,3 +12,12 @@ def train_model(cfg, data_root: str, out_dir: str, tracking_uri: str, run_id: st
         tracking.log_metrics(tracking_uri, run_id, metrics, step=epoch)
 
     return str(models.train(cfg, Path(data_root), Path(out_dir), on_epoch))
+
+
+@task
+def augment_preview(cfg, split_dir: str, out_png: str) -> str | None:
+    """A grid of augmented training samples with their boxes/masks, to check the pipeline
+    keeps labels aligned; None when the task has no augmentations configured."""
+    if not cfg.augment:
+        return None
+    return str(augment.preview_grid(cfg, Path(split_dir), Path(out_png)))
