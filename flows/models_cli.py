@@ -48,7 +48,7 @@ def _promote(args: argparse.Namespace) -> int:
     if move.replaced == move.version:
         print(f"{args.name} v{args.version} is already champion; nothing moved")
         return 0
-    gate = registry.get(uri, args.name, args.version).tags.get("gate.passed")
+    gate = registry.get(uri, args.name, args.version).tags.get("gate.passed", "unknown")
     if gate != "true":
         print(f"note: v{args.version} did not pass its gate (gate.passed={gate}); "
               "promoted by explicit override", file=sys.stderr)
@@ -125,7 +125,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     predict = _store_args(sub.add_parser("predict", help=(
         "batch prediction: COCO predictions.json, overlays/, skipped.csv in --out")))
-    predict.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    predict.add_argument("--model", required=True,
+                         help="models:/NAME@ALIAS or models:/NAME/VERSION")
     predict.add_argument("images", help="folder of images (searched recursively)")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--min-score", type=float, help=(

@@ -29,8 +29,9 @@ def predict(model_uri: str, images_dir: str, out_dir: str, root: str = ".",
     uri = tracking.tracking_uri(project, load_params(project / params_file).mlflow)
     version = registry.resolve(uri, model_uri)  # a wrong name or alias fails here, not retried
     checkpoint = checkout(uri, version.name, version.version, str(project / ".cache" / "champions"))
-    result = predict_folder(checkpoint, str(Path(images_dir).resolve()), str(Path(out_dir).resolve()),
-                            min_score, f"{version.name}/{version.version}")
+    result = predict_folder(checkpoint, str(Path(images_dir).resolve()),
+                            str(Path(out_dir).resolve()), min_score,
+                            f"{version.name}/{version.version}")
     logger = get_run_logger()
     for file, reason in result["skipped"]:
         logger.warning("skipped %s: %s", file, reason)

@@ -88,7 +88,7 @@ def alias_lock(uri: str) -> Iterator[None]:
         with FileLock(str(db.with_name(db.name + ".lock")), timeout=LOCK_TIMEOUT_S):
             yield
     except Timeout as err:
-        raise TimeoutError(f"{db}: another alias move held the lock for {LOCK_TIMEOUT_S} s") from err
+        raise TimeoutError(f"{db}: an alias move held the lock for {LOCK_TIMEOUT_S} s") from err
 
 
 @contextmanager
@@ -290,12 +290,14 @@ def list_models(uri: str, name: str | None = None) -> list[dict]:
         versions = []
         for mv in client.search_model_versions(f"name='{model.name}'"):
             metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            created = time.gmtime(mv.creation_timestamp / 1000)
             versions.append({
                 "version": str(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])),
-                "created": time.strftime("%Y-%m-%d %H:%M", time.gmtime(mv.creation_timestamp / 1000)),
+                "created": time.strftime("%Y-%m-%d %H:%M", created),
                 "gate": mv.tags.get("gate.passed", "?"), "run_id": mv.run_id,
                 "metrics": {k: metrics[f"test/{k}"] for k in HEADLINE if f"test/{k}" in metrics}})
-        out.append({"name": model.name, "versions": sorted(versions, key=lambda v: -int(v["version"]))})
+        versions.sort(key=lambda v: -int(v["version"]))
+        out.append({"name": model.name, "versions": versions})
     return out
 
 

@@ -18,6 +18,10 @@ Boxes are xyxy pixels, labels the COCO category ids 1..K; `mask` appears on inst
 detections only; a semantic answer lists each predicted class (background left out) as
 one COCO RLE mask (`pycocotools.mask.decode` turns it back into an array). Detections
 below `min_score` are dropped (default 0.25; evaluation uses the config's lower `conf`).
+
+The logged model is this module as MLflow `loader_module` with the checkpoint folder
+(meta.json + weights) as its data: nothing is pickled, and loading runs the family's own
+predict (`visiongate.models`). registry.log_model writes it.
 """
 
 from __future__ import annotations
@@ -63,7 +67,9 @@ def _rle(mask: np.ndarray) -> dict:
 
 def _class_name(meta: dict, label: int) -> str:
     names = [c for c in meta["class_names"] if c != "background"]
-    return names[label - 1] if 0 < label <= len(names) else "background" if label == 0 else str(label)
+    if 0 < label <= len(names):
+        return names[label - 1]
+    return "background" if label == 0 else str(label)
 
 
 def to_record(meta: dict, prediction: Any, size: tuple[int, int], min_score: float) -> dict:
@@ -99,7 +105,10 @@ def readable_image(data: bytes, decode: bool = False) -> tuple[str, tuple[int, i
     try:
         with Image.open(io.BytesIO(data)) as im:
             suffix, size = SUFFIX.get(im.format, ""), im.size
-            im.load() if decode else im.verify()
+            if decode:
+                im.load()
+            else:
+                im.verify()
             return suffix, size
     # ImportError: once ultralytics is imported, Image.open answers an unknown format by
     # importing an optional HEIF plugin (visiongate keeps ultralytics offline: no install)
@@ -134,7 +143,8 @@ def predict_cells(predict: Predictor, meta: dict, cells: list, min_score: float)
             if suffix:
                 path.write_bytes(data)
             else:  # a format the model readers may not know: hand them a PNG
-                Image.open(io.BytesIO(data)).convert("RGB").save(path)
+                with Image.open(io.BytesIO(data)) as im:
+                    im.convert("RGB").save(path)
             paths.append(path)
             sizes.append(size)
             slots.append(i)
@@ -217,7 +227,8 @@ def overlay(path: Path, meta: dict, prediction: Any, min_score: float) -> Image.
         labels = [int(k) for k in prediction["labels"][keep]]
         masks = list(prediction["masks"][keep]) if "masks" in prediction else []
         boxes = torch.as_tensor(prediction["boxes"][keep], dtype=torch.float32)
-        captions = [f"{_class_name(meta, k)} {s:.2f}" for k, s in zip(labels, prediction["scores"][keep])]
+        captions = [f"{_class_name(meta, k)} {s:.2f}"
+                    for k, s in zip(labels, prediction["scores"][keep])]
     colors = [PALETTE[(k - 1) % len(PALETTE)] for k in labels]
     if len(masks):
         image = draw_segmentation_masks(image, torch.from_numpy(np.stack(masks)), alpha=0.45,
@@ -242,8 +253,8 @@ def predict_folder(checkpoint: Path, images_dir: Path, out_dir: Path, min_score:
                                               predict(chunk)):
             drawn = overlay(path, meta, prediction, min_score)
             rel = path.relative_to(images_dir).as_posix()
-            flat = rel.replace("/", "__")
-            drawn.save(out_dir / "overlays" / (flat if flat.lower().endswith(".png") else flat + ".png"))
+            flat = rel.replace("/", "__")  # sub/a.jpg -> sub__a.jpg.png
+            drawn.save(out_dir / "overlays" / (flat if flat.endswith(".png") else f"{flat}.png"))
             record = to_record(meta, prediction, drawn.size, min_score)
             images.append({"id": image_id, "file_name": rel, "width": drawn.width,
                            "height": drawn.height})

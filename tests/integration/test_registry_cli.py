@@ -59,7 +59,8 @@ def test_promote_override_then_rollback_are_recorded(store, capsys):
     v2 = registry.get(uri, NAME, "2").tags
     assert (v2["promoted_by"], v2["promotion_reason"], v2["promoted_from"]) == (
         "user alice", "hotfix for client X", "1")
-    assert registry.get(uri, NAME, "1").tags["retired_reason"] == "replaced by v2: hotfix for client X"
+    retired = registry.get(uri, NAME, "1").tags["retired_reason"]
+    assert retired == "replaced by v2: hotfix for client X"
 
     code, out, _ = _cli(capsys, "rollback", NAME, "--reason", "v2 misbehaves", *root)
     assert code == 0 and "v1 is champion again" in out
@@ -69,7 +70,8 @@ def test_promote_override_then_rollback_are_recorded(store, capsys):
     code, _, err = _cli(capsys, "rollback", NAME, *root)  # nothing left to roll back to
     assert code == 1 and "previous-champion" in err
 
-    moves = [(m["action"], m["version"], m["replaced"], m["by"]) for m in registry.history(uri, NAME)]
+    moves = [(m["action"], m["version"], m["replaced"], m["by"])
+             for m in registry.history(uri, NAME)]
     assert moves == [("promote", "1", None, "user alice"), ("promote", "2", "1", "user alice"),
                      ("rollback", "1", "2", "user alice")]
 

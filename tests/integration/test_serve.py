@@ -37,7 +37,8 @@ def store(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("serve")
     (root / "params.yaml").write_text("dataset: shapes\n")  # default store: mlruns/mlflow.db
     data = root / "data"
-    synth.generate(SynthConfig(seed=1, image_size=64, splits={"train": 8, "val": 4, "test": 4}), data)
+    synth.generate(SynthConfig(seed=1, image_size=64, splits={"train": 8, "val": 4, "test": 4}),
+                   data)
     uri = tracking.tracking_uri(root, MlflowConfig())
     experiment = tracking.ensure_experiment(uri, root, MlflowConfig())
     split = load_split(data / "test")

@@ -88,7 +88,8 @@ def test_unreadable_cells_get_an_error_record_and_the_rest_are_predicted():
 
 def test_pyfunc_model_requires_the_image_column():
     model = serving.VisionModel.__new__(serving.VisionModel)  # no weights to load
-    model.meta, model.predict_images = SEGMENT, lambda paths: [np.ones((30, 40), np.uint8)] * len(paths)
+    model.meta = SEGMENT
+    model.predict_images = lambda paths: [np.ones((30, 40), np.uint8)] * len(paths)
     with pytest.raises(ValueError, match="column 'image'"):
         model.predict(pd.DataFrame({"img": ["x"]}))
     out = model.predict(pd.DataFrame({"image": [base64.b64encode(_png()).decode()]}))
@@ -104,7 +105,8 @@ def test_predict_folder_writes_coco_predictions_overlays_and_skipped(tmp_path: P
     (images / "broken.png").write_bytes(_png()[:50])
     checkpoint = tmp_path / "ckpt"
     write_meta(checkpoint, **DETECT, weights="none")
-    monkeypatch.setattr(serving, "predictor", lambda ckpt: lambda paths: [_detections()] * len(paths))
+    monkeypatch.setattr(serving, "predictor",
+                        lambda ckpt: lambda paths: [_detections()] * len(paths))
 
     result = serving.predict_folder(checkpoint, images, tmp_path / "out", 0.25, "fake/1")
 
