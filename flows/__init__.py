@@ -6,6 +6,7 @@ import os
 # from the ephemeral server's first start).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow reads DO_NOT_TRACK only as "true"
 # The ephemeral API server (no PREFECT_API_URL set) migrates its database on first start;
 # on a busy 2-core machine that can pass Prefect's 20 s default, failing the whole run.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")

@@ -33,7 +33,6 @@ import io
 import json
 import tempfile
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +49,8 @@ Predictor = Callable[[list[Path]], list]
 
 
 def predictor(checkpoint: Path) -> Predictor:
-    """`image_paths -> predictions` for a checkpoint, its weights loaded once if the family can."""
-    load = getattr(models, "load", None)  # models.load(checkpoint) -> Predictor, when provided
-    return load(Path(checkpoint)) if load else partial(models.predict, Path(checkpoint))
+    """`image_paths -> predictions` for a checkpoint, its weights loaded once."""
+    return models.load(Path(checkpoint))
 
 
 def encode_image(path: Path) -> str:

@@ -25,6 +25,7 @@ import pickle
 import shutil
 import zipfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,24 +64,47 @@ def train(cfg: Any, data_root: Path, out_dir: Path, on_epoch: OnEpoch | None = N
     return _family_module(cfg.family).train(cfg, Path(data_root), Path(out_dir), on_epoch or (lambda e, m: None))
 
 
-def predict(checkpoint: Path, image_paths: list[Path]) -> list:
-    """Predictions for each image. Detections (and instances) are post-processed as the
-    checkpoint's config says, the same for every family: score >= `conf`, then NMS at
-    `nms_iou`, per class or over all classes (`class_agnostic_nms`)."""
+def load(checkpoint: Path) -> Callable[[list[Path]], list]:
+    """The checkpoint's predict with its weights loaded once (serving, batch prediction):
+    load(checkpoint)(image_paths) == predict(checkpoint, image_paths).
+
+    Detections (and instances) are post-processed as the checkpoint's config says, the same
+    for every family: score >= `conf`, then NMS at `nms_iou`, per class or over all classes
+    (`class_agnostic_nms`). A checkpoint that cannot be loaded is a ValueError naming it."""
+    checkpoint = Path(checkpoint)
     meta = read_meta(checkpoint)
+    module = _family_module(meta["family"])
+    with _clear_load_errors(checkpoint, meta):
+        raw = module.load(checkpoint) if hasattr(module, "load") else \
+            (lambda paths: module.predict(checkpoint, paths))
+    cfg = meta.get("config", {})
+
+    def predict_images(image_paths: list[Path]) -> list:
+        with _clear_load_errors(checkpoint, meta):
+            predictions = raw(list(image_paths))
+        if meta["task"] not in ("detect", "instance"):
+            return predictions
+        from visiongate.diagnostics import postprocess
+
+        return [postprocess(p, cfg.get("conf", 0.0), cfg.get("nms_iou", 1.0),
+                            cfg.get("class_agnostic_nms", False)) for p in predictions]
+
+    return predict_images
+
+
+def predict(checkpoint: Path, image_paths: list[Path]) -> list:
+    """Predictions for each image (see `load`)."""
+    return load(checkpoint)(image_paths)
+
+
+@contextmanager
+def _clear_load_errors(checkpoint: Path, meta: dict):
     try:
-        predictions = _family_module(meta["family"]).predict(Path(checkpoint), list(image_paths))
+        yield
     except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError) as err:
         weights = Path(checkpoint) / meta.get("weights", "?")
         raise ValueError(f"{weights}: the checkpoint cannot be loaded or run — truncated or "
                          f"corrupted? ({type(err).__name__}: {str(err)[:300]})") from err
-    if meta["task"] not in ("detect", "instance"):
-        return predictions
-    from visiongate.diagnostics import postprocess
-
-    cfg = meta.get("config", {})
-    return [postprocess(p, cfg.get("conf", 0.0), cfg.get("nms_iou", 1.0),
-                        cfg.get("class_agnostic_nms", False)) for p in predictions]
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path) -> Path:

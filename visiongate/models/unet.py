@@ -220,13 +220,19 @@ def predict_label_maps(model: nn.Module, paths: list[Path], imgsz: int, batch: i
     return out
 
 
-def predict(checkpoint: Path, image_paths: list[Path], device: str = "auto") -> list[np.ndarray]:
-    """One (H,W) uint8 label map per image, at the image's own size (0 = background, k = id k)."""
+def load(checkpoint: Path, device: str = "auto"):
+    """predict(image_paths) with the weights loaded once: one (H,W) uint8 label map per
+    image, at the image's own size (0 = background, k = id k)."""
     checkpoint = Path(checkpoint)
     weights = checkpoint / read_meta(checkpoint)["weights"] if checkpoint.is_dir() else checkpoint
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    config = state["config"]
+    config, dev = state["config"], select_device(device)
     model = UNet(len(state["class_names"]), config["base_channels"], state["depth"])
     model.load_state_dict(state["state_dict"])
-    return predict_label_maps(model, [Path(p) for p in image_paths], config["imgsz"],
-                              config["batch"], select_device(device), lambda m, x: [m(x)])
+    return lambda image_paths: predict_label_maps(
+        model, [Path(p) for p in image_paths], config["imgsz"], config["batch"], dev,
+        lambda m, x: [m(x)])
+
+
+def predict(checkpoint: Path, image_paths: list[Path], device: str = "auto") -> list[np.ndarray]:
+    return load(checkpoint, device)(image_paths)

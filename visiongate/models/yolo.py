@@ -49,6 +49,8 @@ def _all_cores():
 def _ultralytics():
     os.environ.setdefault("YOLO_CONFIG_DIR", str(Path.home() / ".cache" / "visiongate" / "ultralytics"))
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    # ultralytics patches PIL.Image.open and would pip-install pi-heif on an unknown format
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     import ultralytics
     from ultralytics import settings
 
@@ -201,17 +203,26 @@ def _to_numpy(r, instance: bool) -> dict[str, np.ndarray]:
     return pred
 
 
-def predict(checkpoint: Path, image_paths: list[Path]) -> list[dict[str, np.ndarray]]:
-    """Per image: boxes, scores, labels (category ids 1..K); YOLO-seg adds masks (N,H,W) bool
-    at the image's own size (`retina_masks`)."""
+def load(checkpoint: Path):
+    """predict(image_paths) with the weights loaded once. Per image: boxes, scores, labels
+    (category ids 1..K); YOLO-seg adds masks (N,H,W) bool at the image's own size."""
     ultralytics = _ultralytics()
     meta = read_meta(checkpoint)
     weights, cfg = str(Path(checkpoint) / meta["weights"]), meta["config"]
     instance = meta["task"] == "instance"
     model = ultralytics.RTDETR(weights) if meta["family"] == "rtdetr" else \
         ultralytics.YOLO(weights, task="segment" if instance else "detect")
-    with _all_cores():
-        results = model.predict([str(p) for p in image_paths], imgsz=meta["imgsz"],
-                                conf=cfg["conf"], iou=cfg["nms_iou"], device=ultralytics_device("auto"),
-                                retina_masks=instance, verbose=False)
-    return [_to_numpy(r, instance) for r in results]
+
+    def predict(image_paths: list[Path]) -> list[dict[str, np.ndarray]]:
+        with _all_cores():
+            results = model.predict([str(p) for p in image_paths], imgsz=meta["imgsz"],
+                                    conf=cfg["conf"], iou=cfg["nms_iou"],
+                                    device=ultralytics_device("auto"), retina_masks=instance,
+                                    verbose=False)
+        return [_to_numpy(r, instance) for r in results]
+
+    return predict
+
+
+def predict(checkpoint: Path, image_paths: list[Path]) -> list[dict[str, np.ndarray]]:
+    return load(checkpoint)(image_paths)
