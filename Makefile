@@ -24,8 +24,11 @@ demo: install   ## train, gate and promote on the synthetic shapes dataset
 test: install
 	$(BIN)/python -m pytest
 
-bench: install  ## time the COCO evaluator vs pycocotools; rewrites BENCHMARKS.md
+bench: install  ## every benchmark, each next to its reference; updates BENCHMARKS.md section by section
 	$(BIN)/python benchmarks/bench_evaluator.py --images 5000 --repeats 3
+	$(BIN)/python benchmarks/bench_import.py --repeats 3
+	$(BIN)/python benchmarks/bench_predict.py --sizes 128 640
+	$(BIN)/python benchmarks/bench_families.py --images 64 --epochs 2 --write
 
 ui: install     ## MLflow UI on the demo's store, http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
