@@ -170,8 +170,8 @@ def _data_quality_check(quarantine: dict | None, bound: float | None) -> list[Ch
     if quarantine is None:
         return [Check("data-quality", False, "no validation summary: quarantined share unknown")]
     share, n = float(quarantine["share"]), quarantine["quarantined"]
-    ok = share <= bound + _TOLERANCE
-    return [Check("data-quality", ok, f"quarantined {n} of {quarantine['images']} images "
+    ok = share <= bound + _TOLERANCE  # "images" counts the kept ones
+    return [Check("data-quality", ok, f"quarantined {n} of {quarantine['images'] + n} images "
                   f"({share:.1%}) {'<=' if ok else '>'} max {bound:.1%}")]
 
 

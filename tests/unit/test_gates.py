@@ -176,9 +176,9 @@ def test_unknown_corruption_names_the_choices():
 
 def test_data_quality_gate():
     cfg = GateConfig(max_quarantine_share=0.05)
-    ok = evaluate_gate({}, None, cfg, quarantine={"images": 100, "quarantined": 5, "share": 0.05})
+    ok = evaluate_gate({}, None, cfg, quarantine={"images": 95, "quarantined": 5, "share": 0.05})
     assert ok.passed and ok.checks[0].name == "data-quality"
-    bad = evaluate_gate({}, None, cfg, quarantine={"images": 100, "quarantined": 6, "share": 0.06})
+    bad = evaluate_gate({}, None, cfg, quarantine={"images": 94, "quarantined": 6, "share": 0.06})
     assert not bad.passed and "6 of 100 images (6.0%) > max 5.0%" in bad.reasons[0]
     unknown = evaluate_gate({}, None, cfg)
     assert not unknown.passed and "unknown" in unknown.reasons[0]
