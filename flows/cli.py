@@ -22,7 +22,7 @@ COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli")
 def _retrain(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
 
-    outcomes = retrain(args.root, args.params, args.dataset)
+    outcomes = retrain(args.root, args.params, args.dataset, args.force)
     return 0 if all(o["verdict"]["passed"] for o in outcomes) else GATE_REFUSED
 
 
@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--dataset", help=(
         "dataset under data/prepared (imported with `visiongate data import`); default: "
         "params.yaml's. Models are registered as <dataset>-detect / <dataset>-segment"))
+    retrain.add_argument("--force", action="store_true", help=(
+        "retrain even when data, params and code equal those of a registered version"))
     retrain.set_defaults(func=_retrain)
     evaluate = sub.add_parser("evaluate-coco", help=(
         "score a COCO results file against COCO ground truth; metrics as JSON on stdout"))

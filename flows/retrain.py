@@ -16,21 +16,23 @@ from prefect import flow, get_run_logger
 from tasks.data import describe_data, validate_data, verify_data, version_data
 from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.gate import gate
-from tasks.registry import champion_checkpoint, log_model, promote, register
+from tasks.registry import champion_checkpoint, log_model, promote, register, unchanged_version
 from tasks.tracking import log_dataset, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
 from visiongate.config import Params, flatten, load_params, params_hash
 from visiongate.datasets.prepare import has_masks
-from visiongate.lineage import lineage_tags
+from visiongate.lineage import IDENTITY, lineage_tags
 
 
 @flow(name="retrain")
 def retrain(root: str = ".", params_file: str = "params.yaml",
-            dataset: str | None = None) -> list[dict]:
+            dataset: str | None = None, force: bool = False) -> list[dict]:
     """Retrain every enabled model task and promote each candidate the gate lets through.
 
-    `dataset` (a folder under data/prepared with a DVC stage) overrides params.yaml's.
+    `dataset` (a folder under data/prepared with a DVC stage) overrides params.yaml's. A
+    model whose data md5s, params section, code and libraries equal those of a registered
+    version is not retrained ("nothing changed"), unless `force`.
     """
     project = Path(root).resolve()
     params = load_params(project / params_file)
@@ -43,7 +45,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml",
         raise RetrainBusy(f"another retrain of dataset {params.dataset!r} is running (lock "
                           f"{lock.lock_file}); this one changed nothing") from None
     try:
-        return retrain_all(project, params)
+        return retrain_all(project, params, force)
     finally:
         lock.release()
 
@@ -52,7 +54,7 @@ class RetrainBusy(RuntimeError):
     """Another retrain of the same dataset is running: retrains of one dataset never overlap."""
 
 
-def retrain_all(project: Path, params: Params) -> list[dict]:
+def retrain_all(project: Path, params: Params, force: bool = False) -> list[dict]:
     md5s = version_data(str(project), params.dataset)
     verify_data(str(project), params.dataset, md5s)
     data = project / "data" / "prepared" / params.dataset
@@ -66,19 +68,26 @@ def retrain_all(project: Path, params: Params) -> list[dict]:
     experiment_id = tracking.ensure_experiment(uri, project, params.mlflow)
     dataset_info = {"quarantine": quarantine, "counts": counts, "stats_dir": str(stats_dir),
                     "quarantine_csv": str(data / "quarantine.csv")}
-    outcomes = [retrain_one(project, params, task_name, md5s, dataset_info, uri, experiment_id)
-                for task_name in params.model_tasks()]
+    outcomes = [retrain_one(project, params, task_name, md5s, dataset_info, uri, experiment_id,
+                            force) for task_name in params.model_tasks()]
     print(summary(outcomes, uri))
     return outcomes
 
 
 def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, str],
-                dataset_info: dict, uri: str, experiment_id: str) -> dict:
+                dataset_info: dict, uri: str, experiment_id: str, force: bool = False) -> dict:
     cfg = params.model_tasks()[task_name]
     name = f"{params.dataset}-{task_name}"
     data_root = project / "data" / "prepared" / params.dataset
     quarantine = dataset_info["quarantine"]
     lineage = lineage_tags(project, params.dataset, md5s, params_hash(cfg))
+    same = None if force else unchanged_version(uri, name, {k: lineage[k] for k in IDENTITY})
+    if same:
+        get_run_logger().info("%s: nothing changed since v%s (data, params, code); champion %s "
+                              "stays", name, same[0], f"v{same[1]}" if same[1] else "none")
+        return {"name": name, "version": same[0], "run_id": None, "metrics": {},
+                "champion_metrics": None, "champion_version": same[1], "unchanged": True,
+                "verdict": {"passed": True, "reasons": [f"nothing changed since v{same[0]}"]}}
     run_params = {**flatten(cfg, f"{task_name}."), **{f"data.md5.{s}": m for s, m in md5s.items()},
                   "data.images": quarantine["images"], "data.quarantined": quarantine["quarantined"]}
     run_id = start_run(uri, experiment_id, name, run_params, {**lineage, "model_name": name})
@@ -130,6 +139,12 @@ def summary(outcomes: list[dict], uri: str) -> str:
     for o in outcomes:
         aliases = registry.get(uri, o["name"], o["version"]).aliases
         headline = ", ".join(f"{k}={v:.3f}" for k, v in o["metrics"].items() if k in HEADLINE)
+        if o.get("unchanged"):
+            lines += [f"{o['name']}: nothing changed since v{o['version']} (data md5s, params, "
+                      f"code) — not retrained; champion "
+                      f"{'v' + o['champion_version'] if o['champion_version'] else 'none'} stays "
+                      "(--force retrains anyway)"]
+            continue
         decision = ("PROMOTED to champion" if o["verdict"]["passed"]
                     else f"REFUSED — kept champion v{o['champion_version']} because:"
                     if o["champion_version"]

@@ -19,6 +19,17 @@ def champion_checkpoint(uri: str, name: str, cache_dir: str) -> tuple[str, str] 
 
 
 @task(**IO)
+def unchanged_version(uri: str, name: str, identity: dict) -> tuple[str, str | None] | None:
+    """(version, current champion version) when a registered version already has this
+    identity (same data md5s, params, code and libraries), else None."""
+    found = registry.find_version(uri, name, identity)
+    if found is None:
+        return None
+    champion = registry.by_alias(uri, name, registry.CHAMPION)
+    return found.version, champion.version if champion else None
+
+
+@task(**IO)
 def checkout(uri: str, name: str, version: str, cache_dir: str) -> str:
     """Local checkpoint dir (under cache_dir) of a registered version."""
     return str(registry.checkout(uri, registry.get(uri, name, version), Path(cache_dir)))

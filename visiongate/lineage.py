@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,6 +25,21 @@ def git_state(root: Path) -> dict[str, str]:
     return {"git.commit": commit or "unknown", "git.dirty": str(dirty).lower() if commit else "unknown"}
 
 
+def code_hash() -> str:
+    """sha256 (16 hex) of the running visiongate, flows and tasks sources: "the code", with
+    or without git, so a retrain can tell whether anything it runs has changed."""
+    digest = hashlib.sha256()
+    for package in ("visiongate", "flows", "tasks"):
+        spec = importlib.util.find_spec(package)  # located, not imported
+        if spec is None or spec.origin is None:
+            continue
+        root = Path(spec.origin).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"{package}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def library_versions() -> dict[str, str]:
     out = {}
     for lib in LIBRARIES:
@@ -33,8 +50,13 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+# What identifies a candidate: same values here means retraining would repeat a version.
+IDENTITY = ("params_hash", "code_hash", "data.md5.train", "data.md5.val", "data.md5.test",
+            *(f"version.{lib}" for lib in LIBRARIES))
+
+
 def lineage_tags(root: Path, dataset: str, md5s: dict[str, str], params_hash: str) -> dict[str, str]:
-    tags = {"dataset": dataset, "params_hash": params_hash}
+    tags = {"dataset": dataset, "params_hash": params_hash, "code_hash": code_hash()}
     tags.update({f"data.md5.{split}": md5 for split, md5 in md5s.items()})
     tags.update(git_state(root))
     tags.update(library_versions())

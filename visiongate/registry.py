@@ -301,6 +301,21 @@ def list_models(uri: str, name: str | None = None) -> list[dict]:
     return out
 
 
+def find_version(uri: str, name: str, tags: dict[str, str]) -> Version | None:
+    """The newest version of `name` whose tags include all of `tags`, or None."""
+    client = MlflowClient(uri)
+    try:
+        found = client.search_model_versions(f"name='{name}'")
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    for mv in sorted(found, key=lambda v: int(v.version), reverse=True):
+        if all(mv.tags.get(k) == v for k, v in tags.items()):
+            return get(uri, name, str(mv.version))
+    return None
+
+
 def set_version_tags(uri: str, name: str, version: str, tags: dict[str, str]) -> None:
     _tag(MlflowClient(uri), name, version, tags)
 

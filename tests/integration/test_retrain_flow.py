@@ -47,7 +47,13 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
         assert version.tags["data.md5.test"] == pinned["test"]
         assert version.tags["gate.passed"] == "true"
 
-    second = retrain(str(tiny_project))
+    unchanged = retrain(str(tiny_project))           # same data, params, code: no work
+    for before, after in zip(first, unchanged, strict=True):
+        assert after["unchanged"] and after["version"] == before["version"]
+        assert after["champion_version"] == before["version"] and after["run_id"] is None
+        assert len(client.search_model_versions(f"name='{before['name']}'")) == 1
+
+    second = retrain(str(tiny_project), force=True)
 
     for before, after in zip(first, second, strict=True):
         name = after["name"]
