@@ -51,7 +51,7 @@ def temporary_champion(work: Path, size: int, n_images: int) -> tuple[str, str, 
     split = load_split(work / "data" / "test")
     images = [split.image_path(im) for im in split.images]
     version = registry.register(uri, "bench-detect",
-                                registry.log_model(uri, run_id, checkpoint, images[0]), {})
+                                tracking.log_model(uri, run_id, checkpoint, images[0]), {})
     registry.promote(uri, "bench-detect", version.version, "benchmark")
     return uri, "bench-detect", images
 

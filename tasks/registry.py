@@ -5,7 +5,7 @@ from pathlib import Path
 from prefect import runtime, task
 
 from tasks.tracking import IO
-from visiongate import registry
+from visiongate import registry, tracking
 from visiongate.datasets.coco import load_split
 
 
@@ -40,7 +40,7 @@ def log_model(uri: str, run_id: str, checkpoint: str, example_split: str) -> str
     """Log the checkpoint as the run's pyfunc model, the split's first image as input
     example; returns the model URI to register (`models:/<model_id>`)."""
     split = load_split(Path(example_split))
-    return registry.log_model(uri, run_id, Path(checkpoint), split.image_path(split.images[0]))
+    return tracking.log_model(uri, run_id, Path(checkpoint), split.image_path(split.images[0]))
 
 
 @task(**IO)

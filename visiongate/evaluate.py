@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visiongate import diagnostics, metrics, models, plots
+from visiongate import diagnostics, metrics, models, plots, semantic
 from visiongate.datasets.coco import Split, load_split, read_semantic_mask
 from visiongate.robustness import corrupt_split
 
@@ -63,11 +63,11 @@ def _detection(split: Split, predictions: list[dict], task: str, threshold: floa
 def _semantic(split: Split, predictions: list[np.ndarray], plots_dir: Path | None) -> dict[str, float]:
     names = ["background", *split.class_names]
     targets = [read_semantic_mask(split, im) for im in split.images]
-    scores = metrics.semantic_metrics(predictions, targets, names)
+    scores = semantic.semantic_metrics(predictions, targets, names)
     if plots_dir is not None:
-        cm = metrics.confusion_matrix(predictions, targets, len(names))
+        cm = semantic.confusion_matrix(predictions, targets, len(names))
         plots.confusion(cm, names, Path(plots_dir) / "confusion_matrix.png", "Pixels")
-        per_image = [metrics.semantic_metrics([p], [t], names)["miou"]
+        per_image = [semantic.semantic_metrics([p], [t], names)["miou"]
                      for p, t in zip(predictions, targets)]
         worst = diagnostics.worst(per_image, GALLERY_SIZE, highest=False)
         plots.semantic_gallery([(split.image_path(split.images[k]), targets[k], predictions[k],

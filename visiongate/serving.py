@@ -21,7 +21,7 @@ below `min_score` are dropped (default 0.25; evaluation uses the config's lower 
 
 The logged model is this module as MLflow `loader_module` with the checkpoint folder
 (meta.json + weights) as its data: nothing is pickled, and loading runs the family's own
-predict (`visiongate.models`). registry.log_model writes it.
+predict (`visiongate.models`). tracking.log_model writes it.
 """
 
 from __future__ import annotations

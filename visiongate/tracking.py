@@ -1,4 +1,4 @@
-"""MLflow tracking edge: runs, params, metrics, artifacts.
+"""MLflow tracking edge: runs, params, metrics, artifacts, and the model logged by a run.
 
 Together with registry.py the only place that imports mlflow. Functions take the
 tracking URI explicitly so tasks can pass plain strings around.
@@ -6,13 +6,33 @@ tracking URI explicitly so tasks can pass plain strings around.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus
+from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+from visiongate import models, serving
 
 from visiongate.config import MlflowConfig
+
+MODEL_NAME = "model"  # the LoggedModel's name in its run
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(DataType.string, "image")]),
+    params=ParamSchema([ParamSpec("min_score", DataType.double, serving.DEFAULT_MIN_SCORE)]))
+REQUIREMENTS = ("visiongate", "mlflow", "torch", "torchvision", "ultralytics", "numpy", "pandas",
+                "pillow", "pycocotools")
 
 MAX_PARAM_LENGTH = 6000
 
@@ -86,3 +106,54 @@ def run_summary(uri: str, run_id: str) -> dict:
 
 def list_artifacts(uri: str, run_id: str, path: str | None = None) -> list[str]:
     return [f.path for f in MlflowClient(uri).list_artifacts(run_id, path)]
+
+
+@contextmanager
+def process_tracking_uri(uri: str) -> Iterator[None]:
+    """`uri` as MLflow's process-wide tracking URI (for calls that take none), then the
+    previous one again, MLFLOW_TRACKING_URI included."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def requirements() -> list[str]:
+    """Pins of what the model imports (informational: serve with --env-manager local)."""
+    out = []
+    for lib in REQUIREMENTS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out.append(f"{lib}=={metadata.version(lib)}")
+    return out
+
+
+def log_model(uri: str, run_id: str, checkpoint: Path, example_image: Path) -> str:
+    """Log a checkpoint as a pyfunc LoggedModel of the run (loader: visiongate.serving);
+    returns `models:/<model_id>`.
+
+    Only meta.json and the weights travel (models.export_checkpoint). The example image
+    becomes the input example, which MLflow checks with a real prediction.
+    """
+    meta = models.read_meta(Path(checkpoint))
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    with tempfile.TemporaryDirectory(prefix="visiongate-") as tmp:
+        exported = models.export_checkpoint(Path(checkpoint), Path(tmp) / "checkpoint")
+        # Created here rather than by Model.log: it lands in the run's experiment without
+        # making the run the process-wide active run.
+        logged = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME,
+                                            source_run_id=run_id, model_type=meta["task"],
+                                            tags={"family": meta["family"], "task": meta["task"]})
+        with process_tracking_uri(uri):
+            info = Model.log(
+                None, mlflow.pyfunc, name=MODEL_NAME, run_id=run_id, model_id=logged.model_id,
+                loader_module=serving.__name__, data_path=str(exported), signature=SIGNATURE,
+                input_example=pd.DataFrame({"image": [serving.encode_image(example_image)]}),
+                pip_requirements=requirements(),
+                metadata={k: meta[k] for k in ("family", "task", "class_names")})
+    return info.model_uri

@@ -35,7 +35,7 @@ def project(tmp_path_factory) -> dict:
     split = load_split(root / "data" / "test")
     images = [split.image_path(im) for im in split.images]
     version = registry.register(uri, "shapes-detect",
-                                registry.log_model(uri, run_id, checkpoint, images[0]), {})
+                                tracking.log_model(uri, run_id, checkpoint, images[0]), {})
     registry.promote(uri, "shapes-detect", version.version, "test fixture")
     return {"root": root, "checkpoint": checkpoint, "images": images}
 

@@ -32,7 +32,7 @@ def store(tmp_path, monkeypatch) -> dict:
                                 NAME, {}, {})
     tracking.log_metrics(uri, run_id, {"test/miou": 0.61, "test/dice": 0.7, "test/pixel_acc": 0.9})
     split = load_split(root / "data" / "test")
-    model_uri = registry.log_model(uri, run_id, checkpoint, split.image_path(split.images[0]))
+    model_uri = tracking.log_model(uri, run_id, checkpoint, split.image_path(split.images[0]))
     for gate in ("true", "false", "true"):
         registry.register(uri, NAME, model_uri, {"gate.passed": gate, "run_id": run_id})
     return {"root": str(root), "uri": uri}

@@ -1,7 +1,7 @@
 """Registered champions as MLflow pyfunc: load by alias, and serve over REST.
 
 Tiny real YOLO and U-Net models (64 px, 8 images, 1 epoch) are trained once for the
-module, logged through registry.log_model and promoted, as the retrain flow does.
+module, logged through tracking.log_model and promoted, as the retrain flow does.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def store(tmp_path_factory) -> dict:
     for task, cfg in TINY.items():
         checkpoints[task] = models.train(cfg, data, root / "work" / task)
         run_id = tracking.start_run(uri, experiment, f"shapes-{task}", {}, {})
-        model_uri = registry.log_model(uri, run_id, checkpoints[task], images[0])
+        model_uri = tracking.log_model(uri, run_id, checkpoints[task], images[0])
         version = registry.register(uri, f"shapes-{task}", model_uri, {"gate.passed": "true"})
         registry.promote(uri, f"shapes-{task}", version.version, "test fixture")
     return {"root": root, "uri": uri, "images": images, "checkpoints": checkpoints}

@@ -11,9 +11,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from visiongate.metrics import (
-    COCO_STAT_NAMES, box_iou, detection_metrics, nms, semantic_metrics, soft_dice,
-)
+from visiongate.metrics import COCO_STAT_NAMES, box_iou, detection_metrics, nms
+from visiongate.semantic import semantic_metrics, soft_dice
 
 CATEGORIES = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"},
               {"id": 3, "name": "triangle"}]

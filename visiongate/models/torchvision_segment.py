@@ -63,8 +63,8 @@ def train(cfg: SegmentConfig, data_root: Path, out_dir: Path, on_epoch: OnEpoch)
 
 def predict(checkpoint: Path, image_paths: list[Path], device: str = "auto") -> list[np.ndarray]:
     checkpoint = Path(checkpoint)
-    state = torch.load(checkpoint / read_meta(checkpoint)["weights"], map_location="cpu",
-                       weights_only=True)
+    weights = checkpoint / read_meta(checkpoint)["weights"]
+    state = torch.load(weights, map_location="cpu", weights_only=True)
     cfg = SegmentConfig.model_validate(state["config"])
     model = build_model(cfg, len(state["class_names"]))
     model.load_state_dict(state["state_dict"])

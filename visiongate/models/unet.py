@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from visiongate import augment
 from visiongate.datasets.coco import load_split, read_semantic_mask
 from visiongate.devices import amp_enabled, select_device
-from visiongate.metrics import semantic_metrics
+from visiongate.semantic import semantic_metrics
 from visiongate.models import OnEpoch, read_meta, write_meta
 from visiongate.models.torch_loop import Recipe, fit, load_local_weights, seed_everything
 
