@@ -1,10 +1,12 @@
 """The real retrain flow with every non-default family: each detect family is paired with
 a segment family so four flow runs cover all eight (yolo + unet: test_retrain_flow.py)."""
 
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from visiongate import serving
 from visiongate.config import load_params
 from visiongate.tracking import tracking_uri
 
@@ -17,7 +19,10 @@ INSTANCE = {"maskrcnn", "yolo"}
 
 
 @pytest.mark.parametrize("detect_family,segment_family", PAIRS, ids=["+".join(p) for p in PAIRS])
-def test_retrain_flow_with_each_family(tiny_project, prefect_harness, detect_family, segment_family):
+def test_retrain_flow_with_each_family(tiny_project, prefect_harness, detect_family, segment_family,
+                                      monkeypatch):
+    import mlflow
+
     from flows.retrain import retrain
 
     project = tiny_project  # the tiny dataset, with the families switched in params.yaml
@@ -35,6 +40,7 @@ def test_retrain_flow_with_each_family(tiny_project, prefect_harness, detect_fam
     outcomes = retrain(str(project))
 
     client = MlflowClient(tracking_uri(project, load_params(project / "params.yaml").mlflow))
+    image = sorted((project / "data/prepared/shapes/test/images").glob("*.png"))[0]
     assert [o["name"] for o in outcomes] == ["shapes-detect", "shapes-segment"]
     detect, segment = outcomes
     assert "map50" in detect["metrics"] and "mask_map50" not in detect["metrics"]
@@ -51,3 +57,11 @@ def test_retrain_flow_with_each_family(tiny_project, prefect_harness, detect_fam
         assert outcome["verdict"]["passed"], outcome["verdict"]
         version = client.get_model_version(outcome["name"], outcome["version"])
         assert "champion" in version.aliases
+        # the champion loads by alias as an MLflow pyfunc and answers for a test image
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
+        model = mlflow.pyfunc.load_model(f"models:/{outcome['name']}@champion")
+        (answer,) = model.predict(pd.DataFrame({"image": [serving.encode_image(image)]}),
+                                  params={"min_score": 0.0})
+        assert (answer["width"], answer["height"]) == (64, 64)
+        key = "segments" if outcome is segment and not instance else "detections"
+        assert isinstance(answer[key], list) and "error" not in answer
