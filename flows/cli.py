@@ -16,7 +16,7 @@ GATE_REFUSED = 3
 BUSY = 4
 
 # Modules that add their own subcommands: each has add_commands(subparsers).
-COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli")
+COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli", "flows.stack_cli")
 
 
 def _retrain(args: argparse.Namespace) -> int:
@@ -100,8 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def use_local_stack(root: str) -> None:
+    """After `visiongate up`, flows report to its Prefect server (not a temporary one).
+    Set before prefect is first imported, which reads the setting once."""
+    import os
+    from pathlib import Path
+
+    from visiongate.stack import prefect_api_url
+
+    if "PREFECT_API_URL" not in os.environ and "prefect" not in sys.modules:
+        url = prefect_api_url(Path(root))
+        if url:
+            os.environ["PREFECT_API_URL"] = url
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_local_stack(getattr(args, "root", "."))
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as err:

@@ -20,7 +20,7 @@ from tasks.registry import champion_checkpoint, log_model, promote, register, un
 from tasks.tracking import log_dataset, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
-from visiongate.config import Params, flatten, load_params, params_hash
+from visiongate.config import Params, check_deep, flatten, load_params, params_hash
 from visiongate.datasets.prepare import has_masks
 from visiongate.lineage import IDENTITY, lineage_tags
 
@@ -35,7 +35,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml",
     version is not retrained ("nothing changed"), unless `force`.
     """
     project = Path(root).resolve()
-    params = load_params(project / params_file)
+    params = load_params(project / params_file, deep=False)  # deep checks only if it trains
     if dataset:
         params = params.model_copy(update={"dataset": dataset})
     lock = FileLock(project / ".cache" / "locks" / f"retrain-{params.dataset}.lock")
@@ -57,43 +57,60 @@ class RetrainBusy(RuntimeError):
 def retrain_all(project: Path, params: Params, force: bool = False) -> list[dict]:
     md5s = version_data(str(project), params.dataset)
     verify_data(str(project), params.dataset, md5s)
-    data = project / "data" / "prepared" / params.dataset
-    if params.segment.enabled and not has_masks(data):
-        raise ValueError(f"dataset {params.dataset!r} has boxes only, no masks: a segmentation "
-                         "model cannot train on it (set segment.enabled: false, or import masks)")
-    quarantine = validate_data(str(project), params.dataset)
-    stats_dir = project / ".cache" / "stats" / params.dataset
-    counts = describe_data(str(project), params.dataset, str(stats_dir))
     uri = tracking.tracking_uri(project, params.mlflow)
-    experiment_id = tracking.ensure_experiment(uri, project, params.mlflow)
-    dataset_info = {"quarantine": quarantine, "counts": counts, "stats_dir": str(stats_dir),
-                    "quarantine_csv": str(data / "quarantine.csv")}
-    outcomes = [retrain_one(project, params, task_name, md5s, dataset_info, uri, experiment_id,
-                            force) for task_name in params.model_tasks()]
-    print(summary(outcomes, uri))
-    return outcomes
+    # What changed is decided first (md5s, params, code): a no-change run stops here.
+    lineages = {task_name: lineage_tags(project, params.dataset, md5s, params_hash(cfg))
+                for task_name, cfg in params.model_tasks().items()}
+    outcomes = {task_name: None if force else unchanged(uri, f"{params.dataset}-{task_name}",
+                                                         lineage)
+                for task_name, lineage in lineages.items()}
+    todo = [task_name for task_name, outcome in outcomes.items() if outcome is None]
+    if todo:
+        params = check_deep(params)
+        data = project / "data" / "prepared" / params.dataset
+        if "segment" in todo and not has_masks(data):
+            raise ValueError(f"dataset {params.dataset!r} has boxes only, no masks: a "
+                             "segmentation model cannot train on it (set segment.enabled: "
+                             "false, or import masks)")
+        quarantine = validate_data(str(project), params.dataset)
+        stats_dir = project / ".cache" / "stats" / params.dataset
+        counts = describe_data(str(project), params.dataset, str(stats_dir))
+        experiment_id = tracking.ensure_experiment(uri, project, params.mlflow)
+        dataset_info = {"quarantine": quarantine, "counts": counts, "stats_dir": str(stats_dir),
+                        "quarantine_csv": str(data / "quarantine.csv")}
+        for task_name in todo:
+            outcomes[task_name] = retrain_one(project, params, task_name, md5s, lineages[task_name],
+                                              dataset_info, uri, experiment_id)
+    print(summary(list(outcomes.values()), uri))
+    return list(outcomes.values())
+
+
+def unchanged(uri: str, name: str, lineage: dict[str, str]) -> dict | None:
+    """The outcome "nothing changed" when a registered version has this lineage, else None."""
+    same = unchanged_version(uri, name, {k: lineage[k] for k in IDENTITY})
+    if same is None:
+        return None
+    champion = f"v{same[1]}" if same[1] else "none"
+    get_run_logger().info("%s: nothing changed since v%s (data, params, code), champion %s stays",
+                          name, same[0], champion)
+    return {"name": name, "version": same[0], "run_id": None, "metrics": {},
+            "champion_metrics": None, "champion_version": same[1], "unchanged": True,
+            "verdict": {"passed": True, "reasons": [f"nothing changed since v{same[0]}"]}}
 
 
 def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, str],
-                dataset_info: dict, uri: str, experiment_id: str, force: bool = False) -> dict:
+                lineage: dict[str, str], dataset_info: dict, uri: str, experiment_id: str) -> dict:
     cfg = params.model_tasks()[task_name]
     name = f"{params.dataset}-{task_name}"
     data_root = project / "data" / "prepared" / params.dataset
     quarantine = dataset_info["quarantine"]
-    lineage = lineage_tags(project, params.dataset, md5s, params_hash(cfg))
-    same = None if force else unchanged_version(uri, name, {k: lineage[k] for k in IDENTITY})
-    if same:
-        get_run_logger().info("%s: nothing changed since v%s (data, params, code); champion %s "
-                              "stays", name, same[0], f"v{same[1]}" if same[1] else "none")
-        return {"name": name, "version": same[0], "run_id": None, "metrics": {},
-                "champion_metrics": None, "champion_version": same[1], "unchanged": True,
-                "verdict": {"passed": True, "reasons": [f"nothing changed since v{same[0]}"]}}
     run_params = {**flatten(cfg, f"{task_name}."), **{f"data.md5.{s}": m for s, m in md5s.items()},
                   "data.images": quarantine["images"], "data.quarantined": quarantine["quarantined"]}
     run_id = start_run(uri, experiment_id, name, run_params, {**lineage, "model_name": name})
     log_dataset(uri, run_id, dataset_info["counts"], quarantine, dataset_info["stats_dir"],
                 dataset_info["quarantine_csv"])
-    work_dir = project / ".cache" / "train" / f"{name}-{lineage['params_hash']}-{md5s['train'][:8]}"
+    work_dir = project / ".cache" / "train" / (  # resumable only with the same params, data, code
+        f"{name}-{lineage['params_hash']}-{md5s['train'][:8]}-{lineage['code_hash'][:8]}")
 
     try:
         plots_dir = str(project / ".cache" / "plots" / run_id)

@@ -2,15 +2,18 @@ from pathlib import Path
 
 from prefect import task
 
-from visiongate import plots
 from visiongate.config import RobustnessConfig
-from visiongate.evaluate import evaluate, evaluate_corrupted
+
+# The evaluators import torch, torchvision and matplotlib (seconds): imported where they
+# are used, so a retrain with nothing to do starts in a fraction of that.
 
 
 @task
 def evaluate_model(checkpoint: str, split_dir: str, plots_dir: str | None = None) -> dict[str, float]:
     """Metrics of a checkpoint on one split (the pinned test split in the retrain flow);
     with plots_dir, the report's PNGs too."""
+    from visiongate.evaluate import evaluate
+
     return evaluate(Path(checkpoint), Path(split_dir), Path(plots_dir) if plots_dir else None)
 
 
@@ -18,12 +21,16 @@ def evaluate_model(checkpoint: str, split_dir: str, plots_dir: str | None = None
 def evaluate_robustness(checkpoint: str, split_dir: str, cache_dir: str,
                         corruptions: dict[str, int]) -> dict[str, dict[str, float]]:
     """Metrics on albumentations-corrupted copies of the split (low light, blur, noise, fog)."""
+    from visiongate.evaluate import evaluate_corrupted
+
     return evaluate_corrupted(Path(checkpoint), Path(split_dir), Path(cache_dir), corruptions)
 
 
 @task
 def plot_robustness(clean: dict, robustness: dict, cfg: RobustnessConfig, plots_dir: str) -> str:
     """Bar chart: the gated metric clean and under each corruption, with the gate's floor."""
+    from visiongate import plots
+
     return str(plots.robustness_bars(clean[cfg.metric], {c: m[cfg.metric] for c, m in robustness.items()},
                                      cfg.metric, 1 - cfg.max_relative_drop,
                                      Path(plots_dir) / "robustness.png"))

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from prefect import task
 
-from visiongate import augment, models, tracking
+from visiongate import models, tracking
 
 
 @task
@@ -20,4 +20,6 @@ def augment_preview(cfg, split_dir: str, out_png: str) -> str | None:
     keeps labels aligned; None when the task has no augmentations configured."""
     if not cfg.augment:
         return None
+    from visiongate import augment  # albumentations imports torch: only when previewing
+
     return str(augment.preview_grid(cfg, Path(split_dir), Path(out_png)))

@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
+
+from visiongate.stack import ScheduleConfig, StackConfig
 
 
 class Frozen(BaseModel):
@@ -43,7 +46,9 @@ class RobustnessConfig(Frozen):
 
     @field_validator("corruptions")
     @classmethod
-    def _known_corruptions(cls, v: dict[str, int]) -> dict[str, int]:
+    def _known_corruptions(cls, v: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        if not _deep(info):
+            return v
         from visiongate.robustness import check_corruption
 
         for name, severity in v.items():
@@ -81,10 +86,15 @@ FLIPS = ({"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5
          {"name": "RandomRotate90", "p": 0.5})
 
 
+# Box/mask metrics that visiongate.metrics reports, in COCOeval.stats order (bbox or segm).
+COCO_STAT_NAMES = (
+    "map50_95", "map50", "map75", "map_small", "map_medium", "map_large",
+    "mar1", "mar10", "mar100", "mar_small", "mar_medium", "mar_large",
+)
+
+
 def _gate_metrics(task: str) -> tuple[set[str], set[str]]:
     """(metric names, per-class prefixes) the evaluator produces for a task."""
-    from visiongate.metrics import COCO_STAT_NAMES
-
     if task == "segment":
         return {"miou", "dice", "pixel_acc"}, {"iou"}
     # box metrics, and precision/recall at the operating point (score_threshold)
@@ -128,7 +138,9 @@ class _ModelConfig(Frozen):
 
     @field_validator("augment")
     @classmethod
-    def _valid_augment(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _valid_augment(cls, v: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        if not _deep(info):
+            return v
         from visiongate.augment import build_transforms
 
         build_transforms(v)  # ValueError naming the valid transforms / the bad argument
@@ -263,6 +275,8 @@ class Params(Frozen):
     segment: SegmentConfig = SegmentConfig()
     validation: ValidationConfig = ValidationConfig()
     mlflow: MlflowConfig = MlflowConfig()
+    stack: StackConfig = StackConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
     def model_tasks(self) -> dict[str, DetectConfig | SegmentConfig]:
         """The enabled model tasks, in the order the flow trains them."""
@@ -270,12 +284,24 @@ class Params(Frozen):
                 if cfg.enabled}
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml", deep: bool = True) -> Params:
+    """Validated params. deep=False skips building the augmentation and corruption
+    pipelines (albumentations imports torch: seconds), e.g. to decide that nothing changed;
+    `check_deep` does it later."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no params file at {path.resolve()}")
     raw = yaml.safe_load(path.read_text()) or {}
-    return Params.model_validate(raw)
+    return Params.model_validate(raw, context={"deep": deep})
+
+
+def check_deep(params: Params) -> Params:
+    """The checks load_params(deep=False) skipped."""
+    return Params.model_validate(params.model_dump(), context={"deep": True})
+
+
+def _deep(info: ValidationInfo) -> bool:
+    return (info.context or {}).get("deep", True)
 
 
 def flatten(section: BaseModel, prefix: str = "") -> dict[str, str]:

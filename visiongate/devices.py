@@ -8,8 +8,11 @@ torch families (torchvision, U-Net) train on one device, the first index.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+# torch is imported where a device is resolved, not to check a spec in params.yaml.
 
 _SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|\d+(,\d+)*)$")
 CHOICES = "auto | cpu | mps | cuda | cuda:N | N | N,M,... (CUDA indices)"
@@ -24,12 +27,16 @@ def check_device_spec(spec: str) -> str:
 
 
 def _mps_available() -> bool:
+    import torch
+
     mps = getattr(torch.backends, "mps", None)
     return bool(mps and mps.is_available())
 
 
 def cuda_indices(spec: str) -> list[int]:
     """The CUDA indices a spec names ([] for cpu / mps); `auto` resolves first."""
+    import torch
+
     spec = check_device_spec(spec)
     if spec == "auto":
         return [0] if torch.cuda.is_available() else []
@@ -47,6 +54,8 @@ def cuda_indices(spec: str) -> list[int]:
 
 def select_device(spec: str = "auto") -> torch.device:
     """`auto` prefers CUDA, then Apple MPS, then CPU; a multi-GPU spec gives its first GPU."""
+    import torch
+
     spec = check_device_spec(spec)
     if spec == "mps" or (spec == "auto" and not torch.cuda.is_available() and _mps_available()):
         if not _mps_available():

@@ -25,11 +25,8 @@ from faster_coco_eval import COCO, COCOeval_faster
 from pycocotools import mask as mask_utils
 from torchvision import ops
 
-# Order of COCOeval.stats for iouType bbox / segm (see COCOeval.summarize).
-COCO_STAT_NAMES = (
-    "map50_95", "map50", "map75", "map_small", "map_medium", "map_large",
-    "mar1", "mar10", "mar100", "mar_small", "mar_medium", "mar_large",
-)
+from visiongate.config import COCO_STAT_NAMES  # noqa: F401  (the metric names are config's vocabulary)
+
 
 
 def _boxes_tensor(boxes) -> torch.Tensor:
