@@ -38,7 +38,10 @@ MAX_PARAM_LENGTH = 6000
 
 
 def tracking_uri(root: Path, cfg: MlflowConfig) -> str:
-    """Resolve a relative sqlite path against the project root (the UI and CLI share it)."""
+    """MLFLOW_TRACKING_URI if set, else params.yaml's; a relative sqlite path resolves
+    against the project root (the UI and CLI share it)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
     prefix = "sqlite:///"
     if cfg.tracking_uri.startswith(prefix) and not cfg.tracking_uri.startswith(prefix + "/"):
         db = (Path(root) / cfg.tracking_uri[len(prefix):]).resolve()
@@ -52,6 +55,8 @@ def ensure_experiment(uri: str, root: Path, cfg: MlflowConfig) -> str:
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is not None:
         return experiment.experiment_id
+    if uri.startswith(("http://", "https://")):  # the server proxies artifacts to its store
+        return client.create_experiment(cfg.experiment)
     artifacts = Path(cfg.artifact_root)
     artifacts = artifacts if artifacts.is_absolute() else Path(root).resolve() / artifacts
     artifacts.mkdir(parents=True, exist_ok=True)

@@ -46,3 +46,47 @@ def make_project(root: Path, params: dict) -> Path:
 @pytest.fixture
 def tiny_project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "project", TINY_PARAMS)
+
+
+
+# ---- real servers on free loopback ports (the code `visiongate up` runs) ----------------
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` (own PREFECT_HOME) on a free loopback port; yields
+    its API URL. Point a client at it with PREFECT_API_URL (a subprocess's env, or
+    prefect.settings.temporary_settings)."""
+    from visiongate import stack
+
+    state = tmp_path_factory.mktemp("prefect-server")
+    server = stack.Server("prefect", "127.0.0.1", stack.free_port())
+    stack.start(server, stack.command(server, state, "", state), state, stack.environment(state))
+    yield server.url + "/api"
+    stack.stop(state, "prefect")
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """`start(tracking_uri, artifacts_dir, port=None) -> Server`: a real `mlflow server`
+    on a free (or the given) loopback port; `stop(server)` stops it early; every server
+    still running is stopped after the test."""
+    from visiongate import stack
+
+    states: dict[int, Path] = {}
+
+    class MlflowServers:
+        @staticmethod
+        def start(tracking_uri: str, artifacts: Path, port: int | None = None) -> stack.Server:
+            server = stack.Server("mlflow", "127.0.0.1", port or stack.free_port())
+            state = tmp_path / f"mlflow-server-{server.port}"
+            stack.start(server, stack.command(server, state, tracking_uri, Path(artifacts)),
+                        state, stack.environment(state))
+            states[server.port] = state
+            return server
+
+        @staticmethod
+        def stop(server: stack.Server) -> None:
+            stack.stop(states[server.port], "mlflow")
+
+    yield MlflowServers
+    for state in states.values():
+        stack.stop(state, "mlflow")
