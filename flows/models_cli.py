@@ -1,4 +1,5 @@
-"""`visiongate models list`, `promote`, `rollback`, `predict`, `serve`: the registry by hand.
+"""`visiongate models list`, `promote`, `rollback`, `predict`, `serve`: the registry by hand
+(and `serve` without --model: the deployments, flows/schedule.py).
 
 Each command reads the MLflow store from params.yaml under --root (default: the
 current folder), like `visiongate evaluate`.
@@ -79,7 +80,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """`mlflow models serve` on 127.0.0.1 in this environment (no new environment built)."""
+    """Without --model: the deployments (flows/schedule.py) on the Prefect server.
+    With --model: `mlflow models serve` on 127.0.0.1 in this environment."""
+    if not args.model:
+        if not os.environ.get("PREFECT_API_URL"):
+            raise ValueError("no Prefect server to serve the deployments on: run `make up` "
+                             "(visiongate up) first, or set PREFECT_API_URL")
+        from flows.schedule import serve_deployments
+
+        serve_deployments(Path(args.root), args.params)
+        return 0
     from visiongate import registry
 
     uri = _uri(args)
@@ -134,8 +144,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     predict.set_defaults(func=_predict)
 
     serve = _store_args(sub.add_parser("serve", help=(
-        "serve a registered model over REST on 127.0.0.1 (mlflow models serve)")))
-    serve.add_argument("--model", required=True, help="models:/NAME@ALIAS or models:/NAME/VERSION")
+        "run the deployments: scheduled retrain, weekly champion check, prediction on "
+        "demand, data watcher (needs `make up`); with --model: serve that model over REST "
+        "on 127.0.0.1 (mlflow models serve)")))
+    serve.add_argument("--model", help="models:/NAME@ALIAS or models:/NAME/VERSION to serve over REST")
     serve.add_argument("--port", type=int, default=5001)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=_serve)

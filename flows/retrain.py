@@ -38,7 +38,7 @@ def retrain(root: str = ".", params_file: str = "params.yaml",
     params = load_params(project / params_file, deep=False)  # deep checks only if it trains
     if dataset:
         params = params.model_copy(update={"dataset": dataset})
-    lock = FileLock(project / ".cache" / "locks" / f"retrain-{params.dataset}.lock")
+    lock = FileLock(lock_path(project, params.dataset))
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -48,6 +48,11 @@ def retrain(root: str = ".", params_file: str = "params.yaml",
         return retrain_all(project, params, force)
     finally:
         lock.release()
+
+
+def lock_path(project: Path, dataset: str) -> Path:
+    """One lock per dataset: its retrains (and the data watcher's `dvc repro`) never overlap."""
+    return project / ".cache" / "locks" / f"retrain-{dataset}.lock"
 
 
 class RetrainBusy(RuntimeError):

@@ -1,6 +1,7 @@
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from visiongate.config import GateConfig
 from visiongate.gates import evaluate_gate
 from visiongate.report import gate_report
 
@@ -15,4 +16,27 @@ def gate(name: str, candidate: dict, champion: dict | None, champion_version: st
     report = gate_report(name, candidate, champion, champion_version, result, lineage,
                          robustness, cfg.robustness, plots, run_id)
     create_markdown_artifact(report, key=f"gate-report-{name}".lower(), description=f"gate: {name}")
+    publish_metrics_table(name, candidate, champion, f"candidate vs champion v{champion_version}"
+                          if champion_version else "candidate (no champion yet)")
     return result.to_dict(), report
+
+
+@task
+def floor_check(metrics: dict, cfg: GateConfig) -> dict:
+    """The gate's floors and per-class floors alone (no candidate to compare, no corruptions)."""
+    floors_only = cfg.model_copy(update={"max_drop": {}, "robustness": None,
+                                         "max_quarantine_share": None})
+    return evaluate_gate(metrics, None, floors_only).to_dict()
+
+
+def publish_metrics_table(name: str, metrics: dict, champion: dict | None, description: str) -> None:
+    """Prefect table artifact `metrics-<name>`: each metric, with the champion's and the
+    difference when there is one (NaN, an undefined metric, shows empty)."""
+    def cell(value):
+        return None if value is None or value != value else round(float(value), 4)
+
+    rows = [{"metric": k, "value": cell(v),
+             **({"champion": cell(champion.get(k)), "delta": cell(
+                 v - champion[k] if k in champion else None)} if champion is not None else {})}
+            for k, v in sorted(metrics.items())]
+    create_table_artifact(rows, key=f"metrics-{name}".lower(), description=description)

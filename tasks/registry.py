@@ -54,3 +54,10 @@ def promote(uri: str, name: str, version: str, reason: str) -> None:
     flow_run = runtime.flow_run
     by = f"flow run {flow_run.name} ({flow_run.id})" if flow_run.id else None
     registry.promote(uri, name, version, reason, by=by)
+
+
+@task(**IO)
+def versions_on_data(uri: str, name: str, md5s: dict[str, str]) -> bool:
+    """Whether some registered version of `name` was trained and tested on these split md5s."""
+    tags = {f"data.md5.{split}": md5 for split, md5 in md5s.items()}
+    return registry.find_version(uri, name, tags) is not None

@@ -1,12 +1,27 @@
 """MLflow tracking tasks: retried, since a tracking server can blink."""
 
+import os
 from pathlib import Path
 
 from prefect import task
 
 from visiongate import tracking
 
-IO = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
+
+def _retry_delays(value: str) -> list[float]:
+    try:
+        return [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"VISIONGATE_IO_RETRY_DELAYS={value!r}: expected comma-separated "
+                         "seconds, e.g. 2,10,30") from None
+
+
+# Retries of every MLflow I/O task (here and in tasks/registry.py): one retry per delay, the
+# delays in seconds. Default 2, 10, 30 s (three retries over ~40 s: a server restart or a
+# network blink). VISIONGATE_IO_RETRY_DELAYS overrides them, comma-separated ("0.5,0.5": two
+# quick retries, as tests use; "": none); read once, when this module is imported.
+_DELAYS = _retry_delays(os.environ.get("VISIONGATE_IO_RETRY_DELAYS", "2,10,30"))
+IO = {"retries": len(_DELAYS), "retry_delay_seconds": _DELAYS}
 
 
 @task(**IO)
@@ -40,3 +55,17 @@ def log_dataset(uri: str, run_id: str, counts: dict, quarantine: dict, stats_dir
     tracking.log_artifacts(uri, run_id, Path(stats_dir), "data")
     if Path(quarantine_csv).is_file():
         tracking.log_artifact(uri, run_id, Path(quarantine_csv), "data")
+
+
+@task(**IO)
+def log_evaluation(uri: str, experiment_id: str, name: str, version: str, md5s: dict,
+                   metrics: dict, verdict: dict) -> str:
+    """An MLflow run `evaluate <name> v<version>`: a registered version re-scored on the
+    current pinned test split (the weekly check)."""
+    tags = {"model_name": name, "model_version": version, "kind": "evaluation",
+            "gate.floors_passed": str(verdict["passed"]).lower(),
+            **{f"data.md5.{split}": md5 for split, md5 in md5s.items()}}
+    run_id = tracking.start_run(uri, experiment_id, f"evaluate {name} v{version}", {}, tags)
+    tracking.log_metrics(uri, run_id, {f"test/{k}": v for k, v in metrics.items()})
+    tracking.end_run(uri, run_id)
+    return run_id

@@ -1,0 +1,125 @@
+"""Deployments: scheduled retraining, weekly champion checks, prediction on demand, and a
+data watcher. `visiongate serve` (after `make up`) registers and runs them:
+
+    retrain/scheduled            params.yaml schedule.retrain_cron (nightly); one at a time
+    evaluate-champions/weekly    schedule.evaluate_cron: each champion re-scored on the pinned
+                                 test split; the run fails if a champion is below its floors
+    predict/on-demand            no schedule: run it from the UI or `prefect deployment run`
+    watch-data/poll              every schedule.data_poll_minutes: when the dataset's DVC md5s
+                                 have no registered version yet, it starts retrain/scheduled
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
+from prefect import flow, get_run_logger, serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments import run_deployment
+from prefect.schedules import Cron, Interval
+
+from flows.predict import predict
+from flows.retrain import lock_path, retrain
+from tasks.data import verify_data, version_data
+from tasks.evaluate import evaluate_model
+from tasks.gate import floor_check, publish_metrics_table
+from tasks.registry import champion_checkpoint, versions_on_data
+from tasks.tracking import log_evaluation
+from visiongate import tracking
+from visiongate.config import load_params
+
+RETRAIN = "retrain/scheduled"
+
+
+@flow(name="evaluate-champions")
+def evaluate_champions(root: str = ".", params_file: str = "params.yaml") -> dict[str, dict]:
+    """Re-score every champion on the dataset's current pinned test split; log an MLflow run
+    and a Prefect table per model. Fails when a champion is below its floors."""
+    project = Path(root).resolve()
+    params = load_params(project / params_file, deep=False)
+    md5s = version_data(str(project), params.dataset)
+    verify_data(str(project), params.dataset, md5s)
+    uri = tracking.tracking_uri(project, params.mlflow)
+    experiment_id = tracking.ensure_experiment(uri, project, params.mlflow)
+    test_split = str(project / "data" / "prepared" / params.dataset / "test")
+    logger, results, below = get_run_logger(), {}, []
+    for task_name, cfg in params.model_tasks().items():
+        name = f"{params.dataset}-{task_name}"
+        champion = champion_checkpoint(uri, name, str(project / ".cache" / "champions"))
+        if champion is None:
+            logger.info("%s: no champion yet, nothing to evaluate", name)
+            continue
+        metrics = evaluate_model(champion[1], test_split)
+        verdict = floor_check(metrics, cfg.gate)
+        publish_metrics_table(f"champion-{name}", metrics, None, f"{name} v{champion[0]} on test "
+                              f"split {md5s['test'][:8]}")
+        log_evaluation(uri, experiment_id, name, champion[0], md5s, metrics, verdict)
+        results[name] = {"version": champion[0], "metrics": metrics, "verdict": verdict}
+        logger.info("%s v%s: %s", name, champion[0], "; ".join(verdict["reasons"]))
+        if not verdict["passed"]:
+            below.append(f"{name} v{champion[0]}: {'; '.join(verdict['reasons'])}")
+    if below:
+        raise RuntimeError("champion below its floors on the current test split: " + " | ".join(below))
+    return results
+
+
+@flow(name="watch-data")
+def watch_data(root: str = ".", params_file: str = "params.yaml") -> str | None:
+    """Start a retrain when the dataset's DVC md5s have no registered version of some
+    enabled model. Returns the started flow run's id, or None."""
+    project = Path(root).resolve()
+    params = load_params(project / params_file, deep=False)
+    logger = get_run_logger()
+    lock = FileLock(lock_path(project, params.dataset))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        logger.info("a retrain of %r is running; nothing to check", params.dataset)
+        return None
+    try:
+        md5s = version_data(str(project), params.dataset)  # `dvc repro`: new raw data counts
+    finally:
+        lock.release()
+    uri = tracking.tracking_uri(project, params.mlflow)
+    stale = [f"{params.dataset}-{t}" for t in params.model_tasks()
+             if not versions_on_data(uri, f"{params.dataset}-{t}", md5s)]
+    if not stale:
+        logger.info("data unchanged (train %s): every model has a version on it", md5s["train"][:8])
+        return None
+    run = run_deployment(RETRAIN, parameters={"root": str(project), "params_file": params_file},
+                         timeout=0, as_subflow=False)
+    logger.info("no version of %s on data %s: started retrain run %s", ", ".join(stale),
+                md5s["train"][:8], run.id)
+    return str(run.id)
+
+
+def deployments(root: Path, params_file: str = "params.yaml") -> list:
+    """The four deployments, for `serve` (or a work pool: README "Beyond one machine")."""
+    project = Path(root).resolve()
+    schedule = load_params(project / params_file, deep=False).schedule
+    args = {"root": str(project), "params_file": params_file}
+    tz = schedule.timezone
+    out = [
+        retrain.to_deployment("scheduled", schedules=[Cron(schedule.retrain_cron, timezone=tz)],
+                              parameters=args, concurrency_limit=ConcurrencyLimitConfig(
+                                  limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
+                              description="retrain, gate and promote; nothing when nothing changed"),
+        evaluate_champions.to_deployment("weekly", parameters=args, schedules=[
+            Cron(schedule.evaluate_cron, timezone=tz)]),
+        predict.to_deployment("on-demand", parameters={"root": str(project),
+                                                       "params_file": params_file}),
+    ]
+    if schedule.data_poll_minutes > 0:  # first poll one interval after `serve` starts
+        every = timedelta(minutes=schedule.data_poll_minutes)
+        out.append(watch_data.to_deployment("poll", parameters=args, schedules=[
+            Interval(every, anchor_date=datetime.now(timezone.utc) + every)]))
+    return out
+
+
+def serve_deployments(root: Path, params_file: str = "params.yaml") -> None:
+    """Register the deployments and run their flow runs until interrupted (Ctrl-C)."""
+    serve(*deployments(root, params_file))
