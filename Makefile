@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install demo test bench ui clean-runs
+.PHONY: install demo test bench up down ui clean-runs
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,8 @@ demo: install   ## train, gate and promote on the synthetic shapes dataset
 	$(BIN)/visiongate retrain || test $$? -eq 3
 
 test: install
+	@# chromium, chromedriver, postgresql for the browser and PostgreSQL tests (skip if absent)
+	bash tests/system-deps.sh
 	$(BIN)/python -m pytest
 
 bench: install  ## every benchmark, each next to its reference; updates BENCHMARKS.md section by section
@@ -29,6 +31,13 @@ bench: install  ## every benchmark, each next to its reference; updates BENCHMAR
 	$(BIN)/python benchmarks/bench_import.py --repeats 3
 	$(BIN)/python benchmarks/bench_predict.py --sizes 128 640
 	$(BIN)/python benchmarks/bench_families.py --images 64 --epochs 2 --write
+	$(BIN)/python benchmarks/bench_retrain.py --repeats 3 --write
+
+up: install     ## Prefect server + MLflow UI on 127.0.0.1 (ports: params.yaml `stack:`), in the background
+	$(BIN)/visiongate up
+
+down:           ## stop what `make up` started
+	$(BIN)/visiongate down
 
 ui: install     ## MLflow UI on the demo's store, http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --host 127.0.0.1 --port 5000
