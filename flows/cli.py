@@ -129,6 +129,27 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"visiongate: busy: {err}", file=sys.stderr)
         return BUSY
+    except Exception as err:
+        unreachable = _unreachable_tracking_server(err)
+        if unreachable is None:
+            raise
+        print(f"visiongate: error: MLflow tracking server {unreachable[0]} unreachable: "
+              f"{unreachable[1]}", file=sys.stderr)
+        return 1
+
+
+def _unreachable_tracking_server(err: Exception) -> tuple[str, str] | None:
+    """(server URL, why) when `err` is MLflow's "API request to <url> failed" because the
+    server did not answer (refused, reset, unknown host, timed out); else None. Its
+    I/O tasks have retried by then; the message names the server instead of a traceback."""
+    import re
+
+    text = " ".join(str(err).split())
+    url = re.match(r"API request to (https?://\S+?)/(?:ajax-)?api/\S* failed with "
+                   r"(?:timeout )?exception", text)
+    why = re.search(r"\[Errno -?\d+\][^'\")]*|Connection (?:reset|aborted)[^'\")]*|timed out",
+                    text)
+    return (url[1], why[0].strip()) if url and why else None
 
 
 if __name__ == "__main__":
