@@ -124,6 +124,8 @@ def start(server: Server, cmd: list[str], state_dir: Path, env: dict[str, str],
         raise RuntimeError(f"something already answers on {server.url}; choose another port "
                            f"(params.yaml stack.{server.name}.port or "
                            f"VISIONGATE_{server.name.upper()}_PORT)")
+    if server.name == "prefect":  # its web UI calls this API (by default :4200, whatever --port)
+        env = {**env, "PREFECT_UI_API_URL": server.url + "/api"}
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
