@@ -104,9 +104,10 @@ def command(server: Server, root: Path, tracking_uri: str, artifact_root: Path) 
 
 def environment(root: Path) -> dict[str, str]:
     """Servers' environment: project-local Prefect state, no telemetry."""
-    return {**os.environ, "PREFECT_HOME": str(root / ".prefect"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-            "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # MLflow's job runner (two more processes) serves GenAI features visiongate does not use.
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ,
+            "PREFECT_HOME": str(root / ".prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
 def start(server: Server, cmd: list[str], state_dir: Path, env: dict[str, str],
