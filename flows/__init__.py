@@ -10,3 +10,6 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # MLflow reads DO_NOT
 # The ephemeral API server (no PREFECT_API_URL set) migrates its database on first start;
 # on a busy 2-core machine that can pass Prefect's 20 s default, failing the whole run.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+# MLflow's client retries each call 7 times with exponential backoff (minutes against a
+# server that is down); the flow's I/O tasks retry on top of that (tasks/tracking.py).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")

@@ -141,7 +141,10 @@ def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, s
         if verdict["passed"]:
             promote(uri, name, version, reason=f"gate passed in retrain run {run_id}")
     except BaseException:
-        tracking.end_run(uri, run_id, failed=True)  # the run says FAILED; no champion moved
+        try:
+            tracking.end_run(uri, run_id, failed=True)  # the run says FAILED; no champion moved
+        except Exception as err:  # e.g. the tracking server is the failure: keep its error
+            get_run_logger().warning("could not mark MLflow run %s FAILED: %s", run_id, err)
         raise
     tracking.end_run(uri, run_id)
     get_run_logger().info("%s v%s: %s", name, version, "promoted to champion" if verdict["passed"]

@@ -11,6 +11,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
                       model_validator)
 
+from visiongate.gate_metrics import check_gate as _check_gate
 from visiongate.stack import ScheduleConfig, StackConfig
 
 
@@ -84,41 +85,6 @@ BACKBONES = {
 # Joint flips/rotations: the shapes look the same any way up (the U-Net's augmentation).
 FLIPS = ({"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5},
          {"name": "RandomRotate90", "p": 0.5})
-
-
-# Box/mask metrics that visiongate.metrics reports, in COCOeval.stats order (bbox or segm).
-COCO_STAT_NAMES = (
-    "map50_95", "map50", "map75", "map_small", "map_medium", "map_large",
-    "mar1", "mar10", "mar100", "mar_small", "mar_medium", "mar_large",
-)
-
-
-def _gate_metrics(task: str) -> tuple[set[str], set[str]]:
-    """(metric names, per-class prefixes) the evaluator produces for a task."""
-    if task == "segment":
-        return {"miou", "dice", "pixel_acc"}, {"iou"}
-    # box metrics, and precision/recall at the operating point (score_threshold)
-    names, prefixes = {*COCO_STAT_NAMES, "precision", "recall"}, {"ap", "precision", "recall"}
-    if task == "instance":
-        names |= {f"mask_{n}" for n in names}
-        prefixes |= {"mask_ap"}
-    return names, prefixes
-
-
-def _check_gate(section: str, family: str, task: str, gate: "GateConfig") -> None:
-    """Every gated metric must be one the family's evaluation produces."""
-    names, prefixes = _gate_metrics(task)
-    used = [*gate.floors, *gate.max_drop] + ([gate.robustness.metric] if gate.robustness else [])
-    for name in used:
-        base = name.split("/", 1)[0] if "/" in name else name
-        if name not in names and not ("/" in name and base in prefixes):
-            raise ValueError(f"{section}.gate: metric {name!r} is not produced by family "
-                             f"{family!r} (task {task}); choose from {sorted(names)} or "
-                             f"<prefix>/<class> with prefix in {sorted(prefixes)}")
-    for prefix in gate.class_floors:
-        if prefix not in prefixes:
-            raise ValueError(f"{section}.gate.class_floors: prefix {prefix!r} does not exist for "
-                             f"family {family!r}; choose from {sorted(prefixes)}")
 
 
 class _ModelConfig(Frozen):

@@ -25,7 +25,7 @@ from faster_coco_eval import COCO, COCOeval_faster
 from pycocotools import mask as mask_utils
 from torchvision import ops
 
-from visiongate.config import COCO_STAT_NAMES  # noqa: F401  (the metric names are config's vocabulary)
+from visiongate.gate_metrics import COCO_STAT_NAMES
 
 
 

@@ -89,10 +89,17 @@ def register(uri: str, name: str, model_uri: str, tags: dict[str, str],
             raise
     run_id = model_uri.split("/")[1] if model_uri.startswith("runs:/") else None
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    # the store resolves a logged model's location through the process-wide tracking URI
-    with process_tracking_uri(uri):
-        mv = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
-                                         description=description, model_id=model_id)
+    # A retried registration (the server dropped between creating the version and aliasing
+    # it) finishes that version instead of creating a second one.
+    latest = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version),
+                 default=None)
+    mv = latest if latest is not None and latest.source == model_uri and CHALLENGER not in \
+        client.get_model_version(name, latest.version).aliases else None
+    if mv is None:
+        # the store resolves a logged model's location through the process-wide tracking URI
+        with process_tracking_uri(uri):
+            mv = client.create_model_version(name, source=model_uri, run_id=run_id, tags=tags,
+                                             description=description, model_id=model_id)
     with alias_lock(uri):
         client.set_registered_model_alias(name, CHALLENGER, mv.version)
     return get(uri, name, str(mv.version))

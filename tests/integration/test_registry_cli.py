@@ -107,3 +107,17 @@ def test_models_list_shows_versions_aliases_and_metrics(store, capsys):
     assert "challenger, champion" in line and "miou=0.610" in line and "dice=0.700" in line
     code, _, err = _cli(capsys, "models", "list", "--name", "nope", *root)
     assert code == 1 and "nope" in err
+
+
+def test_a_retried_registration_finishes_the_half_registered_version(store):
+    """The server dropped after the version was created, before its alias: the task's retry
+    completes that version rather than creating another."""
+    uri = store["uri"]
+    client = registry.MlflowClient(uri)
+    v3 = registry.get(uri, NAME, "3")
+    client.delete_registered_model_alias(NAME, registry.CHALLENGER)
+    again = registry.register(uri, NAME, v3.source, {"gate.passed": "true", "run_id": "x"})
+    assert again.version == "3" and registry.CHALLENGER in again.aliases
+    assert sorted(int(v.version) for v in client.search_model_versions(f"name='{NAME}'")) == [1, 2, 3]
+    # with the alias in place, registering the same model again is a new version, as before
+    assert registry.register(uri, NAME, v3.source, {"gate.passed": "true"}).version == "4"
