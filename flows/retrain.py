@@ -178,7 +178,8 @@ def summary(outcomes: list[dict], uri: str) -> str:
                   f"  test metrics: {headline}", f"  gate: {decision}"]
         lines += [f"    - {r}" for r in o["verdict"]["reasons"]]
     lines += ["", "Open the MLflow UI on these results:",
-              f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000",
+              f"  browse {uri}" if uri.startswith("http") else
+              f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
               "  then browse http://127.0.0.1:5000", "=" * 72]
     return "\n".join(lines)
 

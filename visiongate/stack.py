@@ -189,10 +189,16 @@ class _quiet:
         return kind is not None and issubclass(kind, (ProcessLookupError, ChildProcessError))
 
 
-def prefect_api_url(root: Path) -> str | None:
-    """The API URL of this project's running Prefect server (`visiongate up`), if it answers."""
-    state = read_state(Path(root) / ".cache" / "stack", "prefect")
+def running_url(root: Path, name: str) -> str | None:
+    """The URL of this project's `name` server started by `visiongate up`, if it answers."""
+    state = read_state(Path(root) / ".cache" / "stack", name)
     if not state or not alive(state["pid"]):
         return None
     host, port = state["url"].removeprefix("http://").rsplit(":", 1)
-    return state["url"] + "/api" if Server("prefect", host, int(port)).healthy() else None
+    return state["url"] if Server(name, host, int(port)).healthy() else None
+
+
+def prefect_api_url(root: Path) -> str | None:
+    """The API URL of this project's running Prefect server (`visiongate up`), if it answers."""
+    url = running_url(root, "prefect")
+    return url + "/api" if url else None

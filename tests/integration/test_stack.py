@@ -2,11 +2,12 @@
 Prefect's state inside the project, MLflow on the project's own store; down stops both."""
 
 import json
+import os
 import urllib.request
 
 import pytest
 
-from flows.cli import main
+from flows.cli import main, use_local_stack
 from visiongate import stack
 
 pytestmark = [pytest.mark.integration]
@@ -37,8 +38,13 @@ def test_up_serves_the_project_store_and_down_stops_both(tiny_project, monkeypat
         experiments = _get(f"http://127.0.0.1:{mlflow_port}/api/2.0/mlflow/experiments/search",
                            {"max_results": 10})
         assert [e["name"] for e in experiments["experiments"]] == ["Default"]
-        # visiongate commands in this project now report to this server
+        # visiongate commands in this project now report to this server, and make their
+        # MLflow calls through this MLflow server
         assert stack.prefect_api_url(tiny_project) == f"http://127.0.0.1:{prefect_port}/api"
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        use_local_stack(str(tiny_project))
+        assert os.environ["MLFLOW_TRACKING_URI"] == f"http://127.0.0.1:{mlflow_port}"
+        monkeypatch.delenv("MLFLOW_TRACKING_URI")
         # a second `up` finds both running and starts nothing new
         assert main(["up", "--root", str(tiny_project)]) == 0
         assert {n: stack.read_state(state_dir, n)["pid"] for n in pids} == pids
