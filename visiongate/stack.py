@@ -9,6 +9,7 @@ VISIONGATE_{PREFECT,MLFLOW}_{HOST,PORT}.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+def _gone():
+    """The process (or its group) may already have exited: nothing left to signal or reap."""
+    return contextlib.suppress(ProcessLookupError, ChildProcessError)
+
 
 HEALTH = {"prefect": "/api/health", "mlflow": "/health"}
 
@@ -168,25 +174,17 @@ def stop(state_dir: Path, name: str, grace: float = 20) -> bool:
     if not state or not alive(state["pid"]):
         return False
     pid = state["pid"]
-    with _quiet():
+    with _gone():
         os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and alive(pid):
         time.sleep(0.2)
-        with _quiet():
+        with _gone():
             os.waitpid(pid, os.WNOHANG)  # reap it when it is our own child
     if alive(pid):
-        with _quiet():
+        with _gone():
             os.killpg(pid, signal.SIGKILL)
     return True
-
-
-class _quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, *_):
-        return kind is not None and issubclass(kind, (ProcessLookupError, ChildProcessError))
 
 
 def running_url(root: Path, name: str) -> str | None:
