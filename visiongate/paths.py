@@ -1,0 +1,66 @@
+"""Where the project keeps things: one place for every path and name derived from the root.
+
+    data/prepared/<dataset>/{train,val,test}   canonical splits (DVC stage outputs)
+    .cache/train/<key>/                         resumable training work dirs
+    .cache/plots/<run id>/                      a run's report plots (logged to MLflow)
+    .cache/robustness/<dataset>-<test md5>/     corrupted copies of the pinned test split
+    .cache/champions/                           registered versions checked out for scoring
+    .cache/stats/<dataset>/                     dataset statistics plots
+    .cache/locks/retrain-<dataset>.lock         one retrain (or data refresh) per dataset
+    .cache/stack/                               pid/state files of `visiongate up`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+SPLITS = ("train", "val", "test")
+
+
+def registry_name(dataset: str, task: str) -> str:
+    """Registered model name of a dataset's model task, e.g. `shapes-detect`."""
+    return f"{dataset}-{task}"
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> "Project":
+        return cls(Path(root).resolve())
+
+    @property
+    def cache(self) -> Path:
+        return self.root / ".cache"
+
+    def prepared(self, dataset: str) -> Path:
+        return self.root / "data" / "prepared" / dataset
+
+    def split(self, dataset: str, split: str) -> Path:
+        return self.prepared(dataset) / split
+
+    def train_dir(self, key: str) -> Path:
+        return self.cache / "train" / key
+
+    def plots(self, run_id: str) -> Path:
+        return self.cache / "plots" / run_id
+
+    def robustness(self, dataset: str, test_md5: str) -> Path:
+        return self.cache / "robustness" / f"{dataset}-{test_md5}"
+
+    @property
+    def champions(self) -> Path:
+        return self.cache / "champions"
+
+    def stats(self, dataset: str) -> Path:
+        return self.cache / "stats" / dataset
+
+    @property
+    def stack(self) -> Path:
+        return self.cache / "stack"
+
+    def retrain_lock(self, dataset: str) -> Path:
+        """One lock per dataset: its retrains (and the data watcher's `dvc repro`) never overlap."""
+        return self.cache / "locks" / f"retrain-{dataset}.lock"
