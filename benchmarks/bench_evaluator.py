@@ -25,6 +25,7 @@ from pycocotools.cocoeval import COCOeval
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import machine, update_section  # noqa: E402
+from visiongate.geometry import xywh_to_xyxy  # noqa: E402
 from visiongate.metrics import COCO_STAT_NAMES, detection_metrics  # noqa: E402
 
 N_CLASSES, PREDS_PER_IMAGE, SIZE = 80, 20, 640
@@ -52,7 +53,7 @@ def make_data(n_images: int, seed: int = 0):
         fwh = rng.uniform(4, 200, (m, 2))
         fxy = rng.uniform(0, SIZE - 200, (m, 2))
         xywh = np.vstack([np.hstack([pxy, pwh]), np.hstack([fxy, fwh])])
-        boxes = np.hstack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]])
+        boxes = xywh_to_xyxy(xywh)
         plabels = np.concatenate([labels[:k], rng.integers(1, N_CLASSES + 1, m)])
         scores = np.concatenate([rng.uniform(0.3, 1.0, k), rng.uniform(0.0, 0.7, m)])
         ids.append(image_id)

@@ -13,6 +13,7 @@ with the same data export, epochs, seed and arguments: wall-time ratio and mAP50
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -71,8 +72,7 @@ def bench_yolo_overhead(data: Path, work: Path, epochs: int) -> dict:
     raw_dir = work / "raw-checkpoint"
     raw_dir.mkdir()
     (raw_dir / "best.pt").write_bytes(Path(raw.trainer.best).read_bytes())
-    meta = models.read_meta(ours)
-    models.write_meta(raw_dir, **{**meta, "weights": "best.pt"})
+    dataclasses.replace(models.CheckpointMeta.read(ours), weights="best.pt").write(raw_dir)
     ours_map, raw_map = (evaluate(c, data / "test")["map50"] for c in (ours, raw_dir))
     return {"ours_s": ours_s, "raw_s": raw_s, "ratio": ours_s / raw_s,
             "ours_map50": ours_map, "raw_map50": raw_map}

@@ -88,19 +88,19 @@ def run(uri: str, name: str, images: list[Path], cache: Path) -> dict:
     os.environ["MLFLOW_TRACKING_URI"] = uri
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     checkpoint = registry.checkout(uri, registry.resolve(uri, f"models:/{name}@champion"), cache)
-    meta = models.read_meta(checkpoint)
-    if meta["family"] != "yolo":
-        raise ValueError(f"{name}: the baseline is raw ultralytics; got family {meta['family']}")
-    raw = YOLO(str(checkpoint / meta["weights"]), task="detect")
+    meta = models.CheckpointMeta.read(checkpoint)
+    if meta.family != "yolo":
+        raise ValueError(f"{name}: the baseline is raw ultralytics; got family {meta.family}")
+    raw = YOLO(str(meta.weights_path(checkpoint)), task="detect")
     device = select_device("auto")  # as visiongate's YOLO predict picks it
-    args = dict(imgsz=meta["imgsz"], conf=meta["config"]["conf"], iou=meta["config"]["nms_iou"],
+    args = dict(imgsz=meta.imgsz, conf=meta.config["conf"], iou=meta.config["nms_iou"],
                 device=(device.index or 0) if device.type == "cuda" else device.type, verbose=False)
     frames = [pd.DataFrame({"image": [serving.encode_image(p)]}) for p in images]
     times = interleaved_ms({"pyfunc": pyfunc.predict, "raw": lambda p: raw.predict(str(p), **args)},
                            {"pyfunc": frames, "raw": images})
     return {**{side: statistics.median(t) for side, t in times.items()},
             **{f"{side}_p90": statistics.quantiles(t, n=10)[-1] for side, t in times.items()},
-            "imgsz": meta["imgsz"], "n": len(images), "size": _size(images[0])}
+            "imgsz": meta.imgsz, "n": len(images), "size": _size(images[0])}
 
 
 def _size(path: Path) -> str:

@@ -6,20 +6,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from visiongate.errors import NotFound
+
 
 def _preview(args: argparse.Namespace) -> int:
     from visiongate.augment import preview_grid
     from visiongate.config import load_params
+    from visiongate.paths import Project
 
     root = Path(args.root).resolve()
-    params = load_params(root / args.params)
+    params = load_params(root / args.params, deep=True)  # builds the augment lists
     dataset = args.dataset or params.dataset
     cfg = params.detect if args.task == "detect" else params.segment
-    split_dir = root / "data" / "prepared" / dataset / args.split
+    split_dir = Project(root).split(dataset, args.split)
     if not (split_dir / "annotations.json").is_file():
-        raise FileNotFoundError(f"no {args.split} split at {split_dir} (run `visiongate retrain` "
-                                "or `dvc repro` to prepare the dataset first)")
-    out = Path(args.out) if args.out else root / ".cache" / "augment" / f"{dataset}-{args.task}.png"
+        raise NotFound(f"no {args.split} split at {split_dir} (run `visiongate retrain` "
+                       "or `dvc repro` to prepare the dataset first)")
+    out = Path(args.out) if args.out else Project(root).cache / "augment" / f"{dataset}-{args.task}.png"
     print(preview_grid(cfg, split_dir, out, args.n))
     return 0
 

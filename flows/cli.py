@@ -1,8 +1,9 @@
 """`visiongate` command line.
 
-Exit codes: 0 success · 1 error · 2 usage · 3 the flow completed but a gate refused at
-least one candidate (the champion was kept) · 4 another retrain of the same dataset is
-running (this one did nothing).
+Exit codes: 0 success · 1 error (a `visiongate.errors.VisiongateError`, or an unreachable
+MLflow server: one line) · 2 usage · 3 the flow completed but a gate refused at least one
+candidate (the champion was kept) · 4 another retrain of the same dataset is running (this
+one did nothing). Any other exception is a bug and propagates with its traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import argparse
 import contextlib
 import importlib
 import sys
+
+from visiongate.errors import RetrainBusy, VisiongateError
 
 GATE_REFUSED = 3
 BUSY = 4
@@ -22,8 +25,9 @@ COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli", "f
 def _retrain(args: argparse.Namespace) -> int:
     from flows.retrain import retrain
 
-    outcomes = retrain(args.root, args.params, args.dataset, args.force)
-    return 0 if all(o["verdict"]["passed"] for o in outcomes) else GATE_REFUSED
+    from visiongate.outcomes import exit_code
+
+    return exit_code(retrain(args.root, args.params, args.dataset, args.force), GATE_REFUSED)
 
 
 def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
@@ -49,16 +53,17 @@ def _evaluate_model(args: argparse.Namespace) -> int:
     from visiongate import registry, tracking, versioning
     from visiongate.config import load_params
     from visiongate.evaluate import evaluate
+    from visiongate.paths import Project
 
     root = Path(args.root).resolve()
     params = load_params(root / args.params)
     dataset = args.dataset or params.dataset
     uri = tracking.tracking_uri(root, params.mlflow)
     version = registry.resolve(uri, args.model)
-    checkpoint = registry.checkout(uri, version, root / ".cache" / "champions")
+    checkpoint = registry.checkout(uri, version, Project(root).champions)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
         md5s = versioning.reproduce(root, dataset)
-    metrics = evaluate(checkpoint, root / "data" / "prepared" / dataset / args.split)
+    metrics = evaluate(checkpoint, Project(root).split(dataset, args.split))
     print(json.dumps({"model": f"{version.name}/{version.version}", "dataset": dataset,
                       "split": args.split, "data_md5": md5s[args.split],
                       "metrics": _json_metrics(metrics)}, indent=2))
@@ -123,18 +128,16 @@ def use_local_stack(root: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_local_stack(getattr(args, "root", "."))
+    # Only the error family is the user's to fix and gets one line; anything else (a plain
+    # ValueError or RuntimeError from numpy or torch) is a bug and keeps its traceback.
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"visiongate: error: {err}", file=sys.stderr)
-        return 1
-    except RuntimeError as err:
-        from flows.retrain import RetrainBusy
-
-        if not isinstance(err, RetrainBusy):
-            raise
+    except RetrainBusy as err:
         print(f"visiongate: busy: {err}", file=sys.stderr)
         return BUSY
+    except VisiongateError as err:
+        print(f"visiongate: error: {err}", file=sys.stderr)
+        return 1
     except Exception as err:
         unreachable = _unreachable_tracking_server(err)
         if unreachable is None:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import yaml
 
+from visiongate.errors import ConfigError, DataError, NotFound
+from visiongate.paths import Project
+
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # DVC stage names allow no other punctuation
 SPLIT_NAMES = ("train", "val", "test")
 FORMATS = ("coco", "yolo", "voc", "masks")
@@ -39,8 +42,8 @@ def _copy_source(src: Path, raw: Path, root: Path, force: bool) -> None:
             print(f"{raw_rel}: same bytes as {src}, kept")
             return
         if not force:
-            raise ValueError(f"dataset {raw.name!r} was imported from a different source "
-                             f"({raw_rel} differs from {src}); pass --force to replace it")
+            raise DataError(f"dataset {raw.name!r} was imported from a different source "
+                            f"({raw_rel} differs from {src}); pass --force to replace it")
         shutil.rmtree(raw)
     raw.parent.mkdir(parents=True, exist_ok=True)
     # copyfile: the bytes, not the source's (often read-only) permissions
@@ -65,15 +68,15 @@ def _import(args: argparse.Namespace) -> int:
 
     root, src = Path(args.root).resolve(), Path(args.src).resolve()
     if not NAME.match(args.name):
-        raise ValueError(f"--name {args.name!r}: use letters, digits, '_' or '-'")
+        raise ConfigError(f"--name {args.name!r}: use letters, digits, '_' or '-'")
     if not src.is_dir():
-        raise FileNotFoundError(f"no source folder at {src}")
+        raise NotFound(f"no source folder at {src}")
     if not (root / ".dvc").is_dir():
-        raise FileNotFoundError(f"{root} is not a DVC project (no .dvc/): run `dvc init` there")
+        raise NotFound(f"{root} is not a DVC project (no .dvc/): run `dvc init` there")
     ratios = parse_ratios(args.split)
     raw = root / "data" / "raw" / args.name
     if raw == src or raw in src.parents or src in raw.parents:
-        raise ValueError(f"source {src} overlaps {raw}: import from a folder outside data/raw")
+        raise DataError(f"source {src} overlaps {raw}: import from a folder outside data/raw")
     _copy_source(src, raw, root, args.force)
     raw_rel, out_rel = f"data/raw/{args.name}", f"data/prepared/{args.name}"
     versioning.track(root, raw_rel)
@@ -98,7 +101,7 @@ def _validate(args: argparse.Namespace) -> int:
     from visiongate.datasets.validate import check_prepared, read_quarantine
 
     root = Path(args.root).resolve()
-    prepared = root / "data" / "prepared" / args.name
+    prepared = Project(root).prepared(args.name)
     md5s = versioning.reproduce(root, args.name)  # re-validates when data, code or params moved
     summary = check_prepared(prepared)
     lines = read_quarantine(prepared / "quarantine.csv")
@@ -106,9 +109,9 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{issue.kind:<20} {issue.file}: {issue.detail} [{issue.action}]")
     if len(lines) > args.show:
         print(f"... {len(lines) - args.show} more in {prepared / 'quarantine.csv'}")
-    kinds = ", ".join(f"{k} {n}" for k, n in summary["by_kind"].items()) or "none"
-    print(f"{args.name}: {summary['images']} images, {summary['quarantined']} quarantined "
-          f"({summary['share']:.1%}); quarantine lines by kind: {kinds}")
+    kinds = ", ".join(f"{k} {n}" for k, n in summary.by_kind.items()) or "none"
+    print(f"{args.name}: {summary.images} images, {summary.quarantined} quarantined "
+          f"({summary.share:.1%}); quarantine lines by kind: {kinds}")
     print("splits pinned: " + ", ".join(f"{s} {m}" for s, m in md5s.items()))
     return 0
 
@@ -117,13 +120,13 @@ def _stats(args: argparse.Namespace) -> int:
     from visiongate.datasets.stats import dataset_stats, format_stats, write_stat_plots
 
     root = Path(args.root).resolve()
-    prepared = root / "data" / "prepared" / args.name
+    prepared = Project(root).prepared(args.name)
     if not prepared.is_dir():
-        raise FileNotFoundError(f"no dataset at {prepared}: `visiongate data import` it or "
-                                "run `dvc repro`")
+        raise NotFound(f"no dataset at {prepared}: `visiongate data import` it or "
+                       "run `dvc repro`")
     stats = dataset_stats(prepared)
     print(format_stats(stats))
-    out = Path(args.out) if args.out else root / ".cache" / "stats" / args.name
+    out = Path(args.out) if args.out else Project(root).stats(args.name)
     for path in write_stat_plots(stats, out):
         print(f"wrote {path}")
     return 0

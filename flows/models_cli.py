@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from visiongate.errors import ConfigError
+
 
 def _uri(args: argparse.Namespace) -> str:
     from visiongate import tracking
@@ -84,8 +86,8 @@ def _serve(args: argparse.Namespace) -> int:
     With --model: `mlflow models serve` on 127.0.0.1 in this environment."""
     if not args.model:
         if not os.environ.get("PREFECT_API_URL"):
-            raise ValueError("no Prefect server to serve the deployments on: run `make up` "
-                             "(visiongate up) first, or set PREFECT_API_URL")
+            raise ConfigError("no Prefect server to serve the deployments on: run `make up` "
+                              "(visiongate up) first, or set PREFECT_API_URL")
         from flows.schedule import serve_deployments
 
         serve_deployments(Path(args.root), args.params)

@@ -18,6 +18,7 @@ from tasks.predict import predict_folder
 from tasks.registry import checkout
 from visiongate import registry, tracking
 from visiongate.config import load_params
+from visiongate.paths import Project
 from visiongate.serving import DEFAULT_MIN_SCORE
 
 
@@ -28,7 +29,7 @@ def predict(model_uri: str, images_dir: str, out_dir: str, root: str = ".",
     project, min_score = Path(root).resolve(), DEFAULT_MIN_SCORE if min_score is None else min_score
     uri = tracking.tracking_uri(project, load_params(project / params_file).mlflow)
     version = registry.resolve(uri, model_uri)  # a wrong name or alias fails here, not retried
-    checkpoint = checkout(uri, version.name, version.version, str(project / ".cache" / "champions"))
+    checkpoint = checkout(uri, version.name, version.version, str(Project(project).champions))
     result = predict_folder(checkpoint, str(Path(images_dir).resolve()),
                             str(Path(out_dir).resolve()), min_score,
                             f"{version.name}/{version.version}")

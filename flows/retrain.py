@@ -1,4 +1,5 @@
-"""The retrain chain: version data → train → evaluate → gate → register → promote.
+"""The retrain chain: version data → validate → train → score → decide → record (register,
+promote) — or "nothing changed" when data, params and code equal a registered version's.
 
     python -m flows.retrain [--root .]      or      visiongate retrain
 """
@@ -6,9 +7,7 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-from filelock import FileLock, Timeout
+from dataclasses import dataclass
 
 import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
 from prefect import flow, get_run_logger
@@ -20,163 +19,205 @@ from tasks.registry import champion_checkpoint, log_model, promote, register, un
 from tasks.tracking import log_dataset, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
-from visiongate.config import Params, check_deep, flatten, load_params, params_hash
+from visiongate.config import DetectConfig, Params, SegmentConfig, check_deep, flatten, \
+    load_params, params_hash
 from visiongate.datasets.prepare import has_masks
+from visiongate.errors import DataError, RetrainBusy  # noqa: F401  (RetrainBusy: re-exported)
+from visiongate.vocab import HEADLINE_METRICS
+from visiongate.gates import GateResult
 from visiongate.lineage import IDENTITY, lineage_tags
+from visiongate.outcomes import DatasetInfo, Outcome
+from visiongate.paths import Project, registry_name
 
 
 @flow(name="retrain")
 def retrain(root: str = ".", params_file: str = "params.yaml",
-            dataset: str | None = None, force: bool = False) -> list[dict]:
+            dataset: str | None = None, force: bool = False) -> list[Outcome]:
     """Retrain every enabled model task and promote each candidate the gate lets through.
 
     `dataset` (a folder under data/prepared with a DVC stage) overrides params.yaml's. A
     model whose data md5s, params section, code and libraries equal those of a registered
     version is not retrained ("nothing changed"), unless `force`.
     """
-    project = Path(root).resolve()
-    params = load_params(project / params_file, deep=False)  # deep checks only if it trains
+    project = Project.at(root)
+    params = load_params(project.root / params_file, deep=False)  # deep checks only if it trains
     if dataset:
         params = params.model_copy(update={"dataset": dataset})
-    lock = FileLock(lock_path(project, params.dataset))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RetrainBusy(f"another retrain of dataset {params.dataset!r} is running (lock "
-                          f"{lock.lock_file}); this one changed nothing") from None
-    try:
+    with project.holding_retrain_lock(params.dataset):
         return retrain_all(project, params, force)
-    finally:
-        lock.release()
 
 
-def lock_path(project: Path, dataset: str) -> Path:
-    """One lock per dataset: its retrains (and the data watcher's `dvc repro`) never overlap."""
-    return project / ".cache" / "locks" / f"retrain-{dataset}.lock"
-
-
-class RetrainBusy(RuntimeError):
-    """Another retrain of the same dataset is running: retrains of one dataset never overlap."""
-
-
-def retrain_all(project: Path, params: Params, force: bool = False) -> list[dict]:
-    md5s = version_data(str(project), params.dataset)
-    verify_data(str(project), params.dataset, md5s)
-    uri = tracking.tracking_uri(project, params.mlflow)
+def retrain_all(project: Project, params: Params, force: bool = False) -> list[Outcome]:
+    md5s = version_data(str(project.root), params.dataset)
+    verify_data(str(project.root), params.dataset, md5s)
+    uri = tracking.tracking_uri(project.root, params.mlflow)
     # What changed is decided first (md5s, params, code): a no-change run stops here.
-    lineages = {task_name: lineage_tags(project, params.dataset, md5s, params_hash(cfg))
-                for task_name, cfg in params.model_tasks().items()}
-    outcomes = {task_name: None if force else unchanged(uri, f"{params.dataset}-{task_name}",
-                                                         lineage)
-                for task_name, lineage in lineages.items()}
-    todo = [task_name for task_name, outcome in outcomes.items() if outcome is None]
+    lineages = {task: lineage_tags(project.root, params.dataset, md5s, params_hash(cfg))
+                for task, cfg in params.model_tasks().items()}
+    outcomes = {task: None if force else unchanged(uri, registry_name(params.dataset, task),
+                                                   lineage)
+                for task, lineage in lineages.items()}
+    todo = [task for task, outcome in outcomes.items() if outcome is None]
     if todo:
         params = check_deep(params)
-        data = project / "data" / "prepared" / params.dataset
-        if "segment" in todo and not has_masks(data):
-            raise ValueError(f"dataset {params.dataset!r} has boxes only, no masks: a "
-                             "segmentation model cannot train on it (set segment.enabled: "
-                             "false, or import masks)")
-        quarantine = validate_data(str(project), params.dataset)
-        stats_dir = project / ".cache" / "stats" / params.dataset
-        counts = describe_data(str(project), params.dataset, str(stats_dir))
-        experiment_id = tracking.ensure_experiment(uri, project, params.mlflow)
-        dataset_info = {"quarantine": quarantine, "counts": counts, "stats_dir": str(stats_dir),
-                        "quarantine_csv": str(data / "quarantine.csv")}
-        for task_name in todo:
-            outcomes[task_name] = retrain_one(project, params, task_name, md5s, lineages[task_name],
-                                              dataset_info, uri, experiment_id)
+        data = validate(project, params, todo)
+        experiment_id = tracking.ensure_experiment(uri, project.root, params.mlflow)
+        for task in todo:
+            job = Job(project, params, task, md5s, lineages[task], data, uri, experiment_id)
+            outcomes[task] = retrain_one(job)
     print(summary(list(outcomes.values()), uri))
     return list(outcomes.values())
 
 
-def unchanged(uri: str, name: str, lineage: dict[str, str]) -> dict | None:
+def unchanged(uri: str, name: str, lineage: dict[str, str]) -> Outcome | None:
     """The outcome "nothing changed" when a registered version has this lineage, else None."""
     same = unchanged_version(uri, name, {k: lineage[k] for k in IDENTITY})
     if same is None:
         return None
-    champion = f"v{same[1]}" if same[1] else "none"
-    get_run_logger().info("%s: nothing changed since v%s (data, params, code), champion %s stays",
-                          name, same[0], champion)
-    return {"name": name, "version": same[0], "run_id": None, "metrics": {},
-            "champion_metrics": None, "champion_version": same[1], "unchanged": True,
-            "verdict": {"passed": True, "reasons": [f"nothing changed since v{same[0]}"]}}
+    outcome = Outcome(name, "unchanged", version=same[0], champion_version=same[1])
+    get_run_logger().info(outcome.describe())
+    return outcome
 
 
-def retrain_one(project: Path, params: Params, task_name: str, md5s: dict[str, str],
-                lineage: dict[str, str], dataset_info: dict, uri: str, experiment_id: str) -> dict:
-    cfg = params.model_tasks()[task_name]
-    name = f"{params.dataset}-{task_name}"
-    data_root = project / "data" / "prepared" / params.dataset
-    quarantine = dataset_info["quarantine"]
-    run_params = {**flatten(cfg, f"{task_name}."), **{f"data.md5.{s}": m for s, m in md5s.items()},
-                  "data.images": quarantine["images"], "data.quarantined": quarantine["quarantined"]}
-    run_id = start_run(uri, experiment_id, name, run_params, {**lineage, "model_name": name})
-    log_dataset(uri, run_id, dataset_info["counts"], quarantine, dataset_info["stats_dir"],
-                dataset_info["quarantine_csv"])
-    work_dir = project / ".cache" / "train" / (  # resumable only with the same params, data, code
-        f"{name}-{lineage['params_hash']}-{md5s['train'][:8]}-{lineage['code_hash'][:8]}")
+def validate(project: Project, params: Params, tasks: list[str]) -> DatasetInfo:
+    """The prepared dataset checked (quarantine summary) and described (counts, plots)."""
+    data = project.prepared(params.dataset)
+    if "segment" in tasks and not has_masks(data):
+        raise DataError(f"dataset {params.dataset!r} has boxes only, no masks: a segmentation "
+                        "model cannot train on it (set segment.enabled: false, or import masks)")
+    quarantine = validate_data(str(project.root), params.dataset)
+    stats_dir = project.stats(params.dataset)
+    counts = describe_data(str(project.root), params.dataset, str(stats_dir))
+    return DatasetInfo(quarantine, counts, str(stats_dir), str(data / "quarantine.csv"))
 
+
+@dataclass(frozen=True)
+class Job:
+    """Everything one model task's retrain needs (small values only)."""
+
+    project: Project
+    params: Params
+    task: str
+    md5s: dict[str, str]
+    lineage: dict[str, str]
+    data: DatasetInfo
+    uri: str
+    experiment_id: str
+
+    @property
+    def name(self) -> str:
+        return registry_name(self.params.dataset, self.task)
+
+    @property
+    def cfg(self) -> DetectConfig | SegmentConfig:
+        return self.params.model_tasks()[self.task]
+
+    def split(self, split: str) -> str:
+        return str(self.project.split(self.params.dataset, split))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The candidate's test metrics, the champion's on the same split, and robustness."""
+
+    metrics: dict[str, float]
+    champion_version: str | None
+    champion_metrics: dict[str, float] | None
+    robustness: dict[str, dict[str, float]] | None
+
+
+def retrain_one(job: Job) -> Outcome:
+    run_id = open_run(job)
     try:
-        plots_dir = str(project / ".cache" / "plots" / run_id)
-        augment_preview(cfg, str(data_root / "train"), f"{plots_dir}/augment_preview.png")
-        checkpoint = train_model(cfg, str(data_root), str(work_dir), uri, run_id)
-        metrics = evaluate_model(checkpoint, str(data_root / "test"), plots_dir)
-        champion = champion_checkpoint(uri, name, str(project / ".cache" / "champions"))
-        champion_metrics = evaluate_model(champion[1], str(data_root / "test")) if champion else None
-        robustness = None
-        if cfg.gate.robustness:
-            robustness = evaluate_robustness(checkpoint, str(data_root / "test"), str(
-                project / ".cache" / "robustness" / f"{params.dataset}-{md5s['test']}"),
-                cfg.gate.robustness.corruptions)
-            plot_robustness(metrics, robustness, cfg.gate.robustness, plots_dir)
-        plots = sorted(f"plots/{p.name}" for p in Path(plots_dir).glob("*.png"))
-        verdict, report = gate(name, metrics, champion_metrics, champion[0] if champion else None,
-                               cfg.gate, lineage, robustness, quarantine, plots, run_id)
-        log_results(uri, run_id, metrics, verdict, report, robustness, plots_dir)
-        model_uri = log_model(uri, run_id, checkpoint, str(data_root / "test"))
-
-        version = register(uri, name, model_uri, {**lineage, "run_id": run_id,
-                                                  "gate.passed": str(verdict["passed"]).lower()})
-        if verdict["passed"]:
-            promote(uri, name, version, reason=f"gate passed in retrain run {run_id}")
+        checkpoint = train_candidate(job, run_id)
+        scores = score(job, checkpoint, run_id)
+        verdict, report = decide(job, scores, run_id)
+        version = record(job, run_id, checkpoint, verdict, report)
     except BaseException:
         try:
-            tracking.end_run(uri, run_id, failed=True)  # the run says FAILED; no champion moved
+            tracking.end_run(job.uri, run_id, failed=True)  # the run says FAILED; no champion moved
         except Exception as err:  # e.g. the tracking server is the failure: keep its error
             get_run_logger().warning("could not mark MLflow run %s FAILED: %s", run_id, err)
         raise
-    tracking.end_run(uri, run_id)
-    get_run_logger().info("%s v%s: %s", name, version, "promoted to champion" if verdict["passed"]
-                          else f"refused; kept champion v{champion[0]} because "
-                          f"{'; '.join(verdict['reasons'])}" if champion
-                          else f"refused (no champion yet) because {'; '.join(verdict['reasons'])}")
-    return {"name": name, "version": version, "run_id": run_id, "metrics": metrics,
-            "champion_metrics": champion_metrics, "champion_version": champion[0] if champion else None,
-            "verdict": verdict}
+    tracking.end_run(job.uri, run_id)
+    outcome = Outcome(job.name, "promoted" if verdict.passed else "refused", version,
+                      scores.champion_version, scores.metrics, scores.champion_metrics,
+                      verdict, run_id)
+    get_run_logger().info(outcome.describe())
+    return outcome
 
 
-HEADLINE = ("map50", "map50_95", "map75", "precision", "recall", "miou", "dice", "pixel_acc")
+def open_run(job: Job) -> str:
+    """The MLflow run this candidate's retrain writes to, with its params and dataset."""
+    quarantine = job.data.quarantine
+    run_params = {**flatten(job.cfg, f"{job.task}."),
+                  **{f"data.md5.{s}": m for s, m in job.md5s.items()},
+                  "data.images": quarantine.images, "data.quarantined": quarantine.quarantined}
+    run_id = start_run(job.uri, job.experiment_id, job.name, run_params,
+                       {**job.lineage, "model_name": job.name})
+    log_dataset(job.uri, run_id, job.data.counts, quarantine, job.data.stats_dir,
+                job.data.quarantine_csv)
+    return run_id
 
 
-def summary(outcomes: list[dict], uri: str) -> str:
+def train_candidate(job: Job, run_id: str) -> str:
+    """Train (resumable only with the same params, data and code): the checkpoint dir."""
+    lineage = job.lineage
+    work_dir = job.project.train_dir(f"{job.name}-{lineage['params_hash']}-"
+                                     f"{job.md5s['train'][:8]}-{lineage['code_hash'][:8]}")
+    plots_dir = job.project.plots(run_id)
+    augment_preview(job.cfg, job.split("train"), str(plots_dir / "augment_preview.png"))
+    return train_model(job.cfg, str(job.project.prepared(job.params.dataset)), str(work_dir),
+                       job.uri, run_id)
+
+
+def score(job: Job, checkpoint: str, run_id: str) -> Scores:
+    """Candidate and champion on the pinned test split; the candidate on corrupted copies."""
+    plots_dir, test = str(job.project.plots(run_id)), job.split("test")
+    metrics = evaluate_model(checkpoint, test, plots_dir)
+    champion = champion_checkpoint(job.uri, job.name, str(job.project.champions))
+    champion_metrics = evaluate_model(champion[1], test) if champion else None
+    robustness, robust_cfg = None, job.cfg.gate.robustness
+    if robust_cfg:
+        cache = job.project.robustness(job.params.dataset, job.md5s["test"])
+        robustness = evaluate_robustness(checkpoint, test, str(cache), robust_cfg.corruptions)
+        plot_robustness(metrics, robustness, robust_cfg, plots_dir)
+    return Scores(metrics, champion[0] if champion else None, champion_metrics, robustness)
+
+
+def decide(job: Job, scores: Scores, run_id: str) -> tuple[GateResult, str]:
+    """The gate's verdict and its report, logged to the run with the test metrics."""
+    plots_dir = job.project.plots(run_id)
+    plots = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png"))
+    verdict, report = gate(job.name, scores.metrics, scores.champion_metrics,
+                           scores.champion_version, job.cfg.gate, job.lineage, scores.robustness,
+                           job.data.quarantine, plots, run_id)
+    log_results(job.uri, run_id, scores.metrics, verdict, report, scores.robustness,
+                str(plots_dir))
+    return verdict, report
+
+
+def record(job: Job, run_id: str, checkpoint: str, verdict: GateResult, report: str) -> str:
+    """Register the candidate (alias challenger) and, if the gate passed, promote it."""
+    model_uri = log_model(job.uri, run_id, checkpoint, job.split("test"))
+    version = register(job.uri, job.name, model_uri, {
+        **job.lineage, "run_id": run_id, "gate.passed": str(verdict.passed).lower()})
+    if verdict.passed:
+        promote(job.uri, job.name, version, reason=f"gate passed in retrain run {run_id}")
+    return version
+
+
+def summary(outcomes: list[Outcome], uri: str) -> str:
     lines = ["", "=" * 72, "visiongate retrain — results", "=" * 72]
     for o in outcomes:
-        aliases = registry.get(uri, o["name"], o["version"]).aliases
-        headline = ", ".join(f"{k}={v:.3f}" for k, v in o["metrics"].items() if k in HEADLINE)
-        if o.get("unchanged"):
-            lines += [f"{o['name']}: nothing changed since v{o['version']} (data md5s, params, "
-                      f"code) — not retrained; champion "
-                      f"{'v' + o['champion_version'] if o['champion_version'] else 'none'} stays "
-                      "(--force retrains anyway)"]
+        if o.status == "unchanged":
+            lines.append(o.describe())
             continue
-        decision = ("PROMOTED to champion" if o["verdict"]["passed"]
-                    else f"REFUSED — kept champion v{o['champion_version']} because:"
-                    if o["champion_version"]
-                    else "REFUSED — no champion yet, because:")
-        lines += [f"{o['name']} v{o['version']}  aliases: {', '.join(aliases) or '-'}",
-                  f"  test metrics: {headline}", f"  gate: {decision}"]
-        lines += [f"    - {r}" for r in o["verdict"]["reasons"]]
+        aliases = registry.get(uri, o.name, o.version).aliases
+        headline = ", ".join(f"{k}={v:.3f}" for k, v in (o.metrics or {}).items()
+                             if k in HEADLINE_METRICS)
+        lines += [f"{o.name} v{o.version}  aliases: {', '.join(aliases) or '-'}",
+                  f"  test metrics: {headline}", f"  gate: {o.decision}"]
     lines += ["", "Open the MLflow UI on these results:",
               f"  browse {uri}" if uri.startswith("http") else
               f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"

@@ -14,8 +14,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
 from prefect import flow, get_run_logger, serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
@@ -23,7 +21,7 @@ from prefect.deployments import run_deployment
 from prefect.schedules import Cron, Interval
 
 from flows.predict import predict
-from flows.retrain import lock_path, retrain
+from flows.retrain import retrain
 from tasks.data import verify_data, version_data
 from tasks.evaluate import evaluate_model
 from tasks.gate import floor_check, publish_metrics_table
@@ -31,25 +29,28 @@ from tasks.registry import champion_checkpoint, versions_on_data
 from tasks.tracking import log_evaluation
 from visiongate import tracking
 from visiongate.config import load_params
+from visiongate.errors import RetrainBusy
+from visiongate.outcomes import ChampionCheck
+from visiongate.paths import Project, registry_name
 
 RETRAIN = "retrain/scheduled"
 
 
 @flow(name="evaluate-champions")
-def evaluate_champions(root: str = ".", params_file: str = "params.yaml") -> dict[str, dict]:
+def evaluate_champions(root: str = ".", params_file: str = "params.yaml") -> list[ChampionCheck]:
     """Re-score every champion on the dataset's current pinned test split; log an MLflow run
     and a Prefect table per model. Fails when a champion is below its floors."""
-    project = Path(root).resolve()
-    params = load_params(project / params_file, deep=False)
-    md5s = version_data(str(project), params.dataset)
-    verify_data(str(project), params.dataset, md5s)
-    uri = tracking.tracking_uri(project, params.mlflow)
-    experiment_id = tracking.ensure_experiment(uri, project, params.mlflow)
-    test_split = str(project / "data" / "prepared" / params.dataset / "test")
-    logger, results, below = get_run_logger(), {}, []
+    project = Project.at(root)
+    params = load_params(project.root / params_file, deep=False)
+    md5s = version_data(str(project.root), params.dataset)
+    verify_data(str(project.root), params.dataset, md5s)
+    uri = tracking.tracking_uri(project.root, params.mlflow)
+    experiment_id = tracking.ensure_experiment(uri, project.root, params.mlflow)
+    test_split = str(project.split(params.dataset, "test"))
+    logger, results, below = get_run_logger(), [], []
     for task_name, cfg in params.model_tasks().items():
-        name = f"{params.dataset}-{task_name}"
-        champion = champion_checkpoint(uri, name, str(project / ".cache" / "champions"))
+        name = registry_name(params.dataset, task_name)
+        champion = champion_checkpoint(uri, name, str(project.champions))
         if champion is None:
             logger.info("%s: no champion yet, nothing to evaluate", name)
             continue
@@ -58,10 +59,10 @@ def evaluate_champions(root: str = ".", params_file: str = "params.yaml") -> dic
         publish_metrics_table(f"champion-{name}", metrics, None, f"{name} v{champion[0]} on test "
                               f"split {md5s['test'][:8]}")
         log_evaluation(uri, experiment_id, name, champion[0], md5s, metrics, verdict)
-        results[name] = {"version": champion[0], "metrics": metrics, "verdict": verdict}
-        logger.info("%s v%s: %s", name, champion[0], "; ".join(verdict["reasons"]))
-        if not verdict["passed"]:
-            below.append(f"{name} v{champion[0]}: {'; '.join(verdict['reasons'])}")
+        results.append(ChampionCheck(name, champion[0], metrics, verdict))
+        logger.info("%s v%s: %s", name, champion[0], "; ".join(verdict.reasons))
+        if not verdict.passed:
+            below.append(f"{name} v{champion[0]}: {'; '.join(verdict.reasons)}")
     if below:
         raise RuntimeError("champion below its floors on the current test split: " + " | ".join(below))
     return results
@@ -71,26 +72,22 @@ def evaluate_champions(root: str = ".", params_file: str = "params.yaml") -> dic
 def watch_data(root: str = ".", params_file: str = "params.yaml") -> str | None:
     """Start a retrain when the dataset's DVC md5s have no registered version of some
     enabled model. Returns the started flow run's id, or None."""
-    project = Path(root).resolve()
-    params = load_params(project / params_file, deep=False)
+    project = Project.at(root)
+    params = load_params(project.root / params_file, deep=False)
     logger = get_run_logger()
-    lock = FileLock(lock_path(project, params.dataset))
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
+        with project.holding_retrain_lock(params.dataset):
+            md5s = version_data(str(project.root), params.dataset)  # `dvc repro`: new raw data
+    except RetrainBusy:
         logger.info("a retrain of %r is running; nothing to check", params.dataset)
         return None
-    try:
-        md5s = version_data(str(project), params.dataset)  # `dvc repro`: new raw data counts
-    finally:
-        lock.release()
-    uri = tracking.tracking_uri(project, params.mlflow)
-    stale = [f"{params.dataset}-{t}" for t in params.model_tasks()
-             if not versions_on_data(uri, f"{params.dataset}-{t}", md5s)]
+    uri = tracking.tracking_uri(project.root, params.mlflow)
+    stale = [registry_name(params.dataset, t) for t in params.model_tasks()
+             if not versions_on_data(uri, registry_name(params.dataset, t), md5s)]
     if not stale:
         logger.info("data unchanged (train %s): every model has a version on it", md5s["train"][:8])
         return None
-    run = run_deployment(RETRAIN, parameters={"root": str(project), "params_file": params_file},
+    run = run_deployment(RETRAIN, parameters={"root": str(project.root), "params_file": params_file},
                          timeout=0, as_subflow=False)
     logger.info("no version of %s on data %s: started retrain run %s", ", ".join(stale),
                 md5s["train"][:8], run.id)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from visiongate import stack
+from visiongate.paths import Project
 
 
 def _project(args: argparse.Namespace):
@@ -19,7 +20,7 @@ def _up(args: argparse.Namespace) -> int:
     from visiongate.tracking import tracking_uri
 
     root, params = _project(args)
-    state_dir = root / ".cache" / "stack"
+    state_dir = Project(root).stack
     artifacts = Path(params.mlflow.artifact_root)
     artifacts = artifacts if artifacts.is_absolute() else root / artifacts
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -38,7 +39,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    state_dir = Path(args.root).resolve() / ".cache" / "stack"
+    state_dir = Project.at(args.root).stack
     for name in ("prefect", "mlflow"):
         print(f"{name}: {'stopped' if stack.stop(state_dir, name) else 'was not running'}")
     return 0

@@ -5,6 +5,8 @@ from prefect import task
 from visiongate import versioning
 from visiongate.datasets import stats
 from visiongate.datasets.validate import check_prepared
+from visiongate.outcomes import QuarantineSummary
+from visiongate.paths import Project
 
 
 @task(retries=2, retry_delay_seconds=[5, 20])
@@ -21,16 +23,16 @@ def verify_data(root: str, dataset: str, md5s: dict[str, str]) -> int:
 
 
 @task
-def validate_data(root: str, dataset: str) -> dict:
+def validate_data(root: str, dataset: str) -> QuarantineSummary:
     """Check the prepared splits are readable and consistent; return the quarantine summary
-    ({"images", "quarantined", "share", "by_kind"}) that the data-quality gate judges."""
-    return check_prepared(Path(root) / "data" / "prepared" / dataset)
+    that the data-quality gate judges."""
+    return check_prepared(Project.at(root).prepared(dataset))
 
 
 @task
 def describe_data(root: str, dataset: str, out_dir: str) -> dict[str, float]:
     """Per-split counts (images, objects, empty images, COCO size classes) as flat metrics;
     the class histogram and box-size plot written to out_dir."""
-    described = stats.dataset_stats(Path(root) / "data" / "prepared" / dataset)
+    described = stats.dataset_stats(Project.at(root).prepared(dataset))
     stats.write_stat_plots(described, Path(out_dir))
     return stats.flat_stats(described)

@@ -6,14 +6,17 @@ from pathlib import Path
 from prefect import task
 
 from visiongate import tracking
+from visiongate.errors import ConfigError
+from visiongate.gates import GateResult
+from visiongate.outcomes import QuarantineSummary
 
 
 def _retry_delays(value: str) -> list[float]:
     try:
         return [float(part) for part in value.split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"VISIONGATE_IO_RETRY_DELAYS={value!r}: expected comma-separated "
-                         "seconds, e.g. 2,10,30") from None
+        raise ConfigError(f"VISIONGATE_IO_RETRY_DELAYS={value!r}: expected comma-separated "
+                          "seconds, e.g. 2,10,30") from None
 
 
 # Retries of every MLflow I/O task (here and in tasks/registry.py): one retry per delay, the
@@ -30,28 +33,28 @@ def start_run(uri: str, experiment_id: str, run_name: str, params: dict, tags: d
 
 
 @task(**IO)
-def log_results(uri: str, run_id: str, metrics: dict, verdict: dict, report: str,
+def log_results(uri: str, run_id: str, metrics: dict, verdict: GateResult, report: str,
                 robustness: dict | None = None, plots_dir: str | None = None) -> None:
     """Test metrics (clean and corrupted), gate verdict, report and its plots."""
     tracking.log_metrics(uri, run_id, {f"test/{k}": v for k, v in metrics.items()})
     for corruption, corrupted in (robustness or {}).items():
         tracking.log_metrics(uri, run_id, {f"robust/{corruption}/{k}": v
                                            for k, v in corrupted.items() if "/" not in k})
-    tracking.set_tags(uri, run_id, {"gate.passed": str(verdict["passed"]).lower(),
-                                    "gate.reasons": "; ".join(verdict["reasons"])[:5000]})
+    tracking.set_tags(uri, run_id, {"gate.passed": str(verdict.passed).lower(),
+                                    "gate.reasons": "; ".join(verdict.reasons)[:5000]})
     tracking.log_text(uri, run_id, report, "gate_report.md")
     if plots_dir and Path(plots_dir).is_dir():
         tracking.log_artifacts(uri, run_id, Path(plots_dir), "plots")
 
 
 @task(**IO)
-def log_dataset(uri: str, run_id: str, counts: dict, quarantine: dict, stats_dir: str,
+def log_dataset(uri: str, run_id: str, counts: dict, quarantine: QuarantineSummary, stats_dir: str,
                 quarantine_csv: str) -> None:
     """Dataset counts and quarantine summary as metrics; its plots and quarantine report
     as artifacts under `data/`."""
     tracking.log_metrics(uri, run_id, {**{f"data/{k}": v for k, v in counts.items()},
-                                       "data/quarantined": quarantine["quarantined"],
-                                       "data/quarantine_share": quarantine["share"]})
+                                       "data/quarantined": quarantine.quarantined,
+                                       "data/quarantine_share": quarantine.share})
     tracking.log_artifacts(uri, run_id, Path(stats_dir), "data")
     if Path(quarantine_csv).is_file():
         tracking.log_artifact(uri, run_id, Path(quarantine_csv), "data")
@@ -59,11 +62,11 @@ def log_dataset(uri: str, run_id: str, counts: dict, quarantine: dict, stats_dir
 
 @task(**IO)
 def log_evaluation(uri: str, experiment_id: str, name: str, version: str, md5s: dict,
-                   metrics: dict, verdict: dict) -> str:
+                   metrics: dict, verdict: GateResult) -> str:
     """An MLflow run `evaluate <name> v<version>`: a registered version re-scored on the
     current pinned test split (the weekly check)."""
     tags = {"model_name": name, "model_version": version, "kind": "evaluation",
-            "gate.floors_passed": str(verdict["passed"]).lower(),
+            "gate.floors_passed": str(verdict.passed).lower(),
             **{f"data.md5.{split}": md5 for split, md5 in md5s.items()}}
     run_id = tracking.start_run(uri, experiment_id, f"evaluate {name} v{version}", {}, tags)
     tracking.log_metrics(uri, run_id, {f"test/{k}": v for k, v in metrics.items()})

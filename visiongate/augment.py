@@ -24,6 +24,8 @@ from PIL import Image, ImageOps
 from torchvision.ops import masks_to_boxes
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
+from visiongate.errors import ConfigError, DataError
+
 # Smallest side (pixels) a box may keep after augmentation; thinner ones are dropped.
 MIN_BOX_SIDE = 1.0
 
@@ -43,30 +45,30 @@ def transform_names() -> tuple[str, ...]:
 def _build_one(index: int, step: Any) -> A.BasicTransform:
     where = f"augment[{index}]"
     if not isinstance(step, dict) or not isinstance(step.get("name"), str):
-        raise ValueError(f"{where}: each step is a mapping with a `name`, e.g. "
-                         f"{{name: HorizontalFlip, p: 0.5}}; got {step!r}")
+        raise ConfigError(f"{where}: each step is a mapping with a `name`, e.g. "
+                          f"{{name: HorizontalFlip, p: 0.5}}; got {step!r}")
     name, kwargs = step["name"], {k: v for k, v in step.items() if k != "name"}
     if name not in transform_names():
         close = difflib.get_close_matches(name, transform_names(), n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ValueError(f"{where}: unknown albumentations transform {name!r}{hint}; "
-                         f"choose from {', '.join(transform_names())}")
+        raise ConfigError(f"{where}: unknown albumentations transform {name!r}{hint}; "
+                          f"choose from {', '.join(transform_names())}")
     cls = getattr(A, name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "args", "kwargs"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:  # albumentations only warns about these
-        raise ValueError(f"{where} {name}: unknown argument(s) {unknown}; "
-                         f"{name} takes {sorted(accepted)}")
+        raise ConfigError(f"{where} {name}: unknown argument(s) {unknown}; "
+                          f"{name} takes {sorted(accepted)}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
-        raise ValueError(f"{where} {name}: bad argument(s) {kwargs}: {err}") from None
+        raise ConfigError(f"{where} {name}: bad argument(s) {kwargs}: {err}") from None
 
 
 def build_transforms(steps: list[dict[str, Any]]) -> list[A.BasicTransform]:
-    """Transform objects for a params list; ValueError naming the valid choices."""
+    """Transform objects for a params list; ConfigError naming the valid choices."""
     if not isinstance(steps, list):
-        raise ValueError(f"augment: expected a list of transforms, got {steps!r}")
+        raise ConfigError(f"augment: expected a list of transforms, got {steps!r}")
     return [_build_one(i, step) for i, step in enumerate(steps)]
 
 
@@ -137,7 +139,7 @@ def preview_grid(cfg, split_dir: Path, out_png: Path, n: int = 16, tile: int = 1
     compose = pipeline(cfg.augment, task, cfg.seed, getattr(cfg, "augment_min_visibility", 0.25))
     samples, class_names = load_samples(Path(split_dir), task, limit=n)
     if not samples:
-        raise ValueError(f"{split_dir}: no images to preview")
+        raise DataError(f"{split_dir}: no images to preview")
     tiles = [_draw(apply(compose, task, **s), task, class_names, tile) for s in samples]
     grid = make_grid(torch.stack(tiles), nrow=int(np.ceil(np.sqrt(len(tiles)))), padding=4)
     out_png = Path(out_png)

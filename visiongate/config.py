@@ -1,4 +1,8 @@
-"""params.yaml -> frozen pydantic models. Each stage receives only its own section."""
+"""params.yaml -> frozen pydantic models. Each stage receives only its own section.
+
+Loading imports only pydantic, yaml and visiongate's dependency-free vocabulary (never
+torch, cv2 or albumentations); `check_deep` builds the augmentation pipelines later.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from visiongate.gate_metrics import check_gate as _check_gate
-from visiongate.stack import ScheduleConfig, StackConfig
+from visiongate.errors import ConfigError, NotFound
+from visiongate.vocab import (BACKBONES, DETECT_FAMILIES, SEGMENT_FAMILIES, SHAPE_NAMES,
+                              ULTRALYTICS_MODELS, check_corruption, check_device_spec, check_gate)
 
 
 class Frozen(BaseModel):
@@ -30,11 +34,10 @@ class SynthConfig(Frozen):
     @field_validator("classes")
     @classmethod
     def _known_shapes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from visiongate.datasets.synth import SHAPES
-
-        unknown = [c for c in v if c not in SHAPES]
+        unknown = [c for c in v if c not in SHAPE_NAMES]
         if unknown:
-            raise ValueError(f"unknown shape class(es) {unknown}; choose from {sorted(SHAPES)}")
+            raise ConfigError(f"unknown shape class(es) {unknown}; "
+                              f"choose from {sorted(SHAPE_NAMES)}")
         return v
 
 
@@ -47,11 +50,7 @@ class RobustnessConfig(Frozen):
 
     @field_validator("corruptions")
     @classmethod
-    def _known_corruptions(cls, v: dict[str, int], info: ValidationInfo) -> dict[str, int]:
-        if not _deep(info):
-            return v
-        from visiongate.robustness import check_corruption
-
+    def _known_corruptions(cls, v: dict[str, int]) -> dict[str, int]:
         for name, severity in v.items():
             check_corruption(name, severity)
         return v
@@ -66,22 +65,13 @@ class GateConfig(Frozen):
     # Data quality: refuse promotion when validation quarantined more than this share of
     # the dataset's images (None: no such check). The hard import bound is validation's.
     max_quarantine_share: float | None = Field(None, ge=0, le=1)
+    # Uncertainty (visiongate.gate_stats): a paired bootstrap over test images.
+    confidence: float = Field(0.95, gt=0.5, lt=1)  # how sure the gate must be before refusing
+    resamples: int = Field(1000, ge=100)            # bootstrap resamples of the test images
+    seed: int = 0                                   # the resampling is reproducible
+    floors_on: Literal["point", "lower"] = "point"  # floors on the estimate or its lower bound
 
 
-DETECT_FAMILIES = ("yolo", "rtdetr", "fasterrcnn", "retinanet", "ssdlite")
-# segment family -> what it predicts: "segment" (semantic label maps) or "instance" (masks)
-SEGMENT_FAMILIES = {"unet": "segment", "fcn": "segment", "deeplabv3": "segment",
-                    "yolo": "instance", "maskrcnn": "instance"}
-# Ultralytics families: default model yaml. Torchvision families: backbones, default first.
-ULTRALYTICS_MODELS = {"yolo": "yolov8n.yaml", "rtdetr": "rtdetr-l.yaml", "yolo-seg": "yolov8n-seg.yaml"}
-BACKBONES = {
-    "fasterrcnn": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
-    "maskrcnn": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
-    "retinanet": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
-    "ssdlite": ("mobilenet_v3_large",),
-    "fcn": ("resnet50", "resnet101"),
-    "deeplabv3": ("mobilenet_v3_large", "resnet50", "resnet101"),
-}
 # Joint flips/rotations: the shapes look the same any way up (the U-Net's augmentation).
 FLIPS = ({"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5},
          {"name": "RandomRotate90", "p": 0.5})
@@ -102,21 +92,9 @@ class _ModelConfig(Frozen):
     augment: list[dict[str, Any]] = []  # [{name: <albumentations transform>, **kwargs}, ...]
     ultralytics_args: dict[str, Any] = {}  # passed to ultralytics' train(); it checks the keys
 
-    @field_validator("augment")
-    @classmethod
-    def _valid_augment(cls, v: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
-        if not _deep(info):
-            return v
-        from visiongate.augment import build_transforms
-
-        build_transforms(v)  # ValueError naming the valid transforms / the bad argument
-        return v
-
     @field_validator("device")
     @classmethod
     def _valid_device(cls, v: str) -> str:
-        from visiongate.devices import check_device_spec
-
         return check_device_spec(v)
 
     @classmethod
@@ -148,12 +126,12 @@ class _ModelConfig(Frozen):
             name = Path(self.model).name
             if ("rtdetr" in name) != (self.family == "rtdetr") or \
                     ("-seg" in name) != (self.task == "instance"):
-                raise ValueError(f"{section}.model {self.model!r} does not fit family "
-                                 f"{self.family!r} ({self.task}); e.g. {ULTRALYTICS_MODELS[key]}")
+                raise ConfigError(f"{section}.model {self.model!r} does not fit family "
+                                  f"{self.family!r} ({self.task}); e.g. {ULTRALYTICS_MODELS[key]}")
         if self.family in BACKBONES and self.backbone not in BACKBONES[self.family]:
-            raise ValueError(f"{section}.backbone {self.backbone!r} is not available for family "
-                             f"{self.family!r}; choose from {list(BACKBONES[self.family])}")
-        _check_gate(section, self.family, self.task, self.gate)
+            raise ConfigError(f"{section}.backbone {self.backbone!r} is not available for family "
+                              f"{self.family!r}; choose from {list(BACKBONES[self.family])}")
+        check_gate(section, self.family, self.task, self.gate)
 
 
 class DetectConfig(_ModelConfig):
@@ -234,6 +212,34 @@ class MlflowConfig(Frozen):
     experiment: str = "visiongate"
 
 
+class ServerConfig(Frozen):
+    host: str = "127.0.0.1"   # loopback: anything wider is the user's explicit choice
+    port: int = Field(ge=1, le=65535)
+
+
+class StackConfig(Frozen):
+    """`visiongate up`: where the Prefect and MLflow servers listen (visiongate.stack)."""
+
+    prefect: ServerConfig = ServerConfig(port=4200)
+    mlflow: ServerConfig = ServerConfig(port=5000)
+
+
+class ScheduleConfig(Frozen):
+    """When `visiongate serve` runs each deployment (cron: minute hour day month weekday)."""
+
+    retrain_cron: str = "0 2 * * *"        # nightly at 02:00
+    evaluate_cron: str = "0 3 * * 0"       # champions re-scored weekly, Sunday 03:00
+    timezone: str = "UTC"
+    data_poll_minutes: float = Field(10, ge=0)  # DVC md5 check; a change starts a retrain; 0 = off
+
+    @field_validator("retrain_cron", "evaluate_cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ConfigError(f"cron {value!r} needs five fields: minute hour day month weekday")
+        return value
+
+
 class Params(Frozen):
     dataset: str = "shapes"
     synth: SynthConfig = SynthConfig()
@@ -250,24 +256,50 @@ class Params(Frozen):
                 if cfg.enabled}
 
 
-def load_params(path: str | Path = "params.yaml", deep: bool = True) -> Params:
-    """Validated params. deep=False skips building the augmentation and corruption
-    pipelines (albumentations imports torch: seconds), e.g. to decide that nothing changed;
-    `check_deep` does it later."""
+def load_params(path: str | Path = "params.yaml", deep: bool = False) -> Params:
+    """Validated params; a ConfigError (NotFound for a missing file) in one line naming the
+    file and the bad field(s). Imports no torch: deep=True also runs `check_deep`, which
+    builds the augmentation pipelines (albumentations: seconds); the flow does that itself
+    once it knows it trains."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no params file at {path.resolve()}")
-    raw = yaml.safe_load(path.read_text()) or {}
-    return Params.model_validate(raw, context={"deep": deep})
+    if not path.is_file():
+        raise NotFound(f"no params file at {path.resolve()}")
+    try:
+        params = Params.model_validate(yaml.safe_load(path.read_text()) or {})
+        return check_deep(params) if deep else params
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from err
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {describe(err)}") from err
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
 
 
 def check_deep(params: Params) -> Params:
-    """The checks load_params(deep=False) skipped."""
-    return Params.model_validate(params.model_dump(), context={"deep": True})
+    """The checks loading skips: each model section's `augment:` list builds into
+    albumentations transforms. ConfigError naming the section and step, e.g.
+    "detect.augment[0]: unknown albumentations transform 'Flop' (did you mean Flip?)"."""
+    from visiongate.augment import build_transforms  # albumentations, hence torch
+
+    for section in ("detect", "segment"):
+        try:
+            build_transforms(getattr(params, section).augment)
+        except ValueError as err:  # its messages start with "augment"
+            raise ConfigError(f"{section}.{err}") from err
+    return params
 
 
-def _deep(info: ValidationInfo) -> bool:
-    return (info.context or {}).get("deep", True)
+def describe(err: ValidationError) -> str:
+    """A ValidationError in one line: "detect.epochs: Input should be ...; segment.x: ..."."""
+    parts = []
+    for e in err.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"] if p != "[key]")  # a dict key's own error
+        msg = e["msg"].removeprefix("Value error, ").replace("\n", " ")
+        parts.append(f"{where}: {msg}" if where and not msg.startswith(where) else msg)
+    return "; ".join(parts)
 
 
 def flatten(section: BaseModel, prefix: str = "") -> dict[str, str]:

@@ -7,23 +7,15 @@ torch families (torchvision, U-Net) train on one device, the first index.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
+
+from visiongate.errors import ConfigError
+from visiongate.vocab import DEVICE_CHOICES as CHOICES  # noqa: F401 (re-exported)
+from visiongate.vocab import check_device_spec  # the syntax check: no torch
 
 if TYPE_CHECKING:
     import torch
 # torch is imported where a device is resolved, not to check a spec in params.yaml.
-
-_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|\d+(,\d+)*)$")
-CHOICES = "auto | cpu | mps | cuda | cuda:N | N | N,M,... (CUDA indices)"
-
-
-def check_device_spec(spec: str) -> str:
-    """The spec, stripped of spaces; ValueError naming the choices when malformed."""
-    cleaned = str(spec).replace(" ", "").lower()
-    if not _SPEC.match(cleaned):
-        raise ValueError(f"device {spec!r} is not a device spec; choose from {CHOICES}")
-    return cleaned
 
 
 def _mps_available() -> bool:
@@ -44,11 +36,11 @@ def cuda_indices(spec: str) -> list[int]:
         return []
     indices = [0] if spec == "cuda" else [int(i) for i in spec.removeprefix("cuda:").split(",")]
     if not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} asked for, but CUDA is not available here")
+        raise ConfigError(f"device {spec!r} asked for, but CUDA is not available here")
     count = torch.cuda.device_count()
     missing = [i for i in indices if i >= count]
     if missing:
-        raise ValueError(f"device {spec!r}: CUDA device(s) {missing} not present ({count} found)")
+        raise ConfigError(f"device {spec!r}: CUDA device(s) {missing} not present ({count} found)")
     return indices
 
 
@@ -59,7 +51,7 @@ def select_device(spec: str = "auto") -> torch.device:
     spec = check_device_spec(spec)
     if spec == "mps" or (spec == "auto" and not torch.cuda.is_available() and _mps_available()):
         if not _mps_available():
-            raise ValueError("device 'mps' asked for, but Apple MPS is not available here")
+            raise ConfigError("device 'mps' asked for, but Apple MPS is not available here")
         return torch.device("mps")
     indices = cuda_indices(spec)
     return torch.device(f"cuda:{indices[0]}") if indices else torch.device("cpu")

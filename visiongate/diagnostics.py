@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torchvision import ops
 
+from visiongate import geometry
 from visiongate.metrics import nms
 
 MATCH_IOU = 0.5
@@ -49,8 +50,7 @@ class ImageMatch:
 def gt_boxes(annotations: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     """(xyxy boxes, category ids) of an image's non-crowd COCO annotations."""
     anns = [a for a in annotations if not a.get("iscrowd")]
-    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
-                     dtype=np.float64).reshape(-1, 4)
+    boxes = geometry.xywh_to_xyxy([a["bbox"] for a in anns])
     return boxes, np.array([a["category_id"] for a in anns], dtype=np.int64)
 
 

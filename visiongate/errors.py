@@ -40,3 +40,7 @@ class TrackingUnavailable(VisiongateError, RuntimeError):
 
 class RetrainBusy(VisiongateError, RuntimeError):
     """Another retrain of the same dataset is running: retrains of one dataset never overlap."""
+
+
+class StackError(VisiongateError, RuntimeError):
+    """A local server of `visiongate up` cannot start, or its port is taken by another."""

@@ -6,33 +6,49 @@ from pathlib import Path
 
 import numpy as np
 
-from visiongate import diagnostics, metrics, models, plots, semantic
+from visiongate import bootstrap, diagnostics, metrics, models, plots, semantic
 from visiongate.datasets.coco import Split, load_split, read_semantic_mask
+from visiongate.errors import DataError
 from visiongate.robustness import corrupt_split
 
 GALLERY_SIZE = 8
 
 
-def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None) -> dict[str, float]:
+def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None,
+             records_path: Path | None = None) -> dict[str, float]:
     """Predict every image of the split and compute the task's metrics.
 
     Detection (meta task "detect"): COCO box mAP (faster-coco-eval) plus precision and
     recall at the operating point (`score_threshold`). Instance segmentation ("instance"):
     the same plus mask metrics prefixed `mask_` (mask_map50, mask_ap/<class>, ...).
     Semantic segmentation ("segment"): mIoU, Dice, pixel accuracy. With `plots_dir`, also
-    writes the report's PNGs there (PR curves, confusion matrix, worst images).
+    writes the report's PNGs there (PR curves, confusion matrix, worst images). With
+    `records_path`, also saves the per-image records of the same predictions there
+    (visiongate.bootstrap: what the gate resamples for its intervals).
     """
-    meta = models.read_meta(checkpoint)
+    meta = models.CheckpointMeta.read(checkpoint)
     split = load_split(Path(split_dir))
-    model_classes = [c for c in meta["class_names"] if c != "background"]
+    model_classes = list(meta.class_names)
     if model_classes != list(split.class_names):
-        raise ValueError(f"{checkpoint} was trained on classes {model_classes}, "
-                         f"but {split_dir} has {list(split.class_names)}: they cannot be compared")
+        raise DataError(f"{checkpoint} was trained on classes {model_classes}, "
+                        f"but {split_dir} has {list(split.class_names)}: they cannot be compared")
     predictions = models.predict(checkpoint, [split.image_path(im) for im in split.images])
-    if meta["task"] in ("detect", "instance"):  # post-processed by models.predict
-        return _detection(split, predictions, meta["task"],
-                          meta.get("config", {}).get("score_threshold", 0.25), plots_dir)
+    threshold = meta.config.get("score_threshold", 0.25)
+    if records_path is not None:
+        Path(records_path).parent.mkdir(parents=True, exist_ok=True)
+        _records(split, predictions, meta.task, threshold).save(Path(records_path))
+    if meta.task in ("detect", "instance"):  # post-processed by models.predict
+        return _detection(split, predictions, meta.task, threshold, plots_dir)
     return _semantic(split, predictions, plots_dir)
+
+
+def _records(split: Split, predictions: list, task: str, threshold: float) -> bootstrap.Records:
+    """Per-image records of the predictions, in the split's image order."""
+    if task in ("detect", "instance"):
+        return bootstrap.detection_records(split.coco_dict(), [im["id"] for im in split.images],
+                                           predictions, task, threshold)
+    targets = [read_semantic_mask(split, im) for im in split.images]
+    return bootstrap.semantic_records(predictions, targets, semantic.label_names(split.class_names))
 
 
 def _detection(split: Split, predictions: list[dict], task: str, threshold: float,
@@ -50,7 +66,8 @@ def _detection(split: Split, predictions: list[dict], task: str, threshold: floa
     if plots_dir is not None:
         recall, curves = metrics.pr_curves(gt, image_ids, predictions)
         plots.pr_curves(recall, curves, Path(plots_dir) / "pr_curves.png")
-        plots.confusion(cm, ["background", *split.class_names], Path(plots_dir) / "confusion_matrix.png",
+        plots.confusion(cm, semantic.label_names(split.class_names),
+                        Path(plots_dir) / "confusion_matrix.png",
                         f"Detections at score ≥ {threshold:g}, IoU ≥ {diagnostics.MATCH_IOU}")
         worst = [k for k in diagnostics.worst([m.errors for m in matches], GALLERY_SIZE)
                  if matches[k].errors]
@@ -61,7 +78,7 @@ def _detection(split: Split, predictions: list[dict], task: str, threshold: floa
 
 
 def _semantic(split: Split, predictions: list[np.ndarray], plots_dir: Path | None) -> dict[str, float]:
-    names = ["background", *split.class_names]
+    names = semantic.label_names(split.class_names)  # label 0, then category id k
     targets = [read_semantic_mask(split, im) for im in split.images]
     scores = semantic.semantic_metrics(predictions, targets, names)
     if plots_dir is not None:
@@ -77,10 +94,13 @@ def _semantic(split: Split, predictions: list[np.ndarray], plots_dir: Path | Non
 
 
 def evaluate_corrupted(checkpoint: Path, split_dir: Path, cache_dir: Path,
-                       corruptions: dict[str, int]) -> dict[str, dict[str, float]]:
-    """Metrics on a corrupted copy of the split per corruption (copies cached in cache_dir)."""
+                       corruptions: dict[str, int],
+                       records_dir: Path | None = None) -> dict[str, dict[str, float]]:
+    """Metrics on a corrupted copy of the split per corruption (copies cached in cache_dir);
+    with `records_dir`, each corruption's per-image records as `<records_dir>/<name>.npz`."""
     out = {}
     for name, severity in corruptions.items():
         copy = corrupt_split(Path(split_dir), Path(cache_dir) / f"{name}-s{severity}", name, severity)
-        out[name] = evaluate(checkpoint, copy)
+        records = Path(records_dir) / f"{name}.npz" if records_dir is not None else None
+        out[name] = evaluate(checkpoint, copy, records_path=records)
     return out

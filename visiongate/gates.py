@@ -1,29 +1,44 @@
-"""The promotion gate: a pure function of (candidate, champion, thresholds).
+"""The promotion gate: a pure function of (candidate, champion, thresholds, samples).
 
-Floors: ``candidate[m] >= floor``. Non-regression: ``candidate[m] >= champion[m] -
-max_drop`` for each metric in ``cfg.max_drop``; both sets of metrics are expected to
-come from the same pinned test split, evaluated now. A gated metric that the candidate
-lacks, or that is NaN, fails its check: a gate never passes on a number it did not see.
+Point rules (``samples`` None, or a metric the bootstrap does not resample; the detail
+then says "point estimates"): floors ``candidate[m] >= floor``; non-regression
+``candidate[m] >= champion[m] - max_drop`` (both evaluated now on the same pinned test
+split); robustness ``(clean - corrupted) / clean <= max_relative_drop`` per corruption.
 
-Per-class floors: ``candidate[f"{prefix}/{class}"] >= floor`` for every per-class key of
-each prefix in ``cfg.class_floors`` (``ap`` for detection, ``iou`` for semantic). A NaN
-per-class value means the class has no objects in the test split: nothing to judge, so
-that check passes and says so. A prefix with no per-class keys at all fails.
+With ``samples`` (gate_stats.GateSamples: paired bootstrap samples over the test images,
+one counts matrix for candidate, champion and corrupted copies), at c = ``confidence``:
 
-Robustness: for each corruption in ``cfg.robustness``, the candidate's metric on the
-corrupted copy of the test split may fall at most ``max_relative_drop`` (a fraction)
-below its clean value: ``(clean - corrupted) / clean <= max_relative_drop``.
+- Non-regression: d = candidate - champion per resample; refused when we are c-confident
+  the candidate is worse than the champion by more than max_drop, i.e. the upper
+  one-sided c bound of d (its c-quantile) < -max_drop. Shows d's two-sided c interval.
+- Robustness: r = (clean - corrupted) / clean per resample; refused when we are
+  c-confident r > max_relative_drop, i.e. r's lower one-sided c bound is above it.
+- Floors and per-class floors: ``floors_on: point`` judges the estimate, ``lower`` its
+  lower one-sided c bound; the interval is shown either way.
+- Small split: a two-sided interval of d (r) with a half-width above max_drop
+  (max_relative_drop) adds a warning naming about how many test images would detect
+  such a drop at the observed variance: n * (half-width / max_drop)^2, rounded up.
 
-Data quality: the share of the dataset's images that validation quarantined may be at
-most ``cfg.max_quarantine_share``; a configured bound without a validation summary fails.
+A gated metric that the candidate lacks, or that is NaN, fails its check: a gate never
+passes on a number it did not see. Per-class floors cover every ``<prefix>/<class>`` key
+of each prefix in ``class_floors``; a NaN per-class value (no objects of that class in
+the test split) passes and says so; a prefix without keys fails. Data quality: the
+quarantined share of the dataset's images is at most ``max_quarantine_share``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from visiongate.config import GateConfig, RobustnessConfig
+from visiongate.gate_stats import (GateSamples, Interval, MetricInterval, lower_bound,
+                                   metric_intervals, n_needed, two_sided, upper_bound)
+from visiongate.outcomes import decision
+
+if TYPE_CHECKING:
+    from visiongate.outcomes import QuarantineSummary
 
 # Float slack so that a drop of exactly max_drop (0.82 -> 0.79 with 0.03) passes.
 _TOLERANCE = 1e-9
@@ -34,12 +49,23 @@ class Check:
     name: str
     passed: bool
     detail: str
+    estimate: float | None = None  # the number judged: metric, change, relative drop, share
+    low: float | None = None       # its two-sided `confidence` interval (None: no bootstrap)
+    high: float | None = None
+    rule: str = ""                 # the rule applied, in words
+    warning: str = ""              # the small-split warning, also in `detail`
 
 
 @dataclass(frozen=True)
 class GateResult:
     passed: bool
     checks: tuple[Check, ...]
+    confidence: float | None = None  # None: no bootstrap samples, point estimates only
+    intervals: tuple[MetricInterval, ...] = ()  # of every sampled gated metric
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{c.name}: {c.warning}" for c in self.checks if c.warning]
 
     @property
     def reasons(self) -> list[str]:
@@ -50,9 +76,9 @@ class GateResult:
             return [f"all {len(self.checks)} checks passed"]
         return [c.detail for c in self.checks if not c.passed]
 
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "reasons": self.reasons,
-                "checks": [asdict(c) for c in self.checks]}
+    def decision(self, champion_version: str | None) -> str:
+        """"promoted to champion" or "refused, kept champion vN because …"."""
+        return decision(self.passed, champion_version, self.reasons)
 
 
 def _value(metrics: dict[str, float], name: str) -> float | None:
@@ -70,18 +96,69 @@ def _unusable(metrics: dict[str, float], name: str) -> str:
     return f"{name} is NaN in candidate metrics"
 
 
-def _floor_check(candidate: dict[str, float], name: str, floor: float) -> Check:
+@dataclass(frozen=True)
+class _Evidence:
+    """The bootstrap samples (if any) and how the gate reads them."""
+
+    samples: GateSamples | None
+    confidence: float
+    floors_on: str
+
+    def point_only(self, name: str) -> str:
+        """Why a check on `name` judges point estimates."""
+        if self.samples is None:
+            return "point estimates: no per-image records"
+        return f"point estimates: no usable bootstrap samples of {name}"
+
+
+def _span(interval: Interval, confidence: float, fmt: str) -> str:
+    return f"{confidence:.0%} interval [{interval.low:{fmt}}, {interval.high:{fmt}}]"
+
+
+def _small_split(interval: Interval, limit: float, n_images: int, what: str) -> str:
+    """The warning when the interval is too wide to tell a drop of `limit` from noise."""
+    if interval.half_width <= limit:
+        return ""
+    needed = n_needed(n_images, interval.half_width, limit)
+    more = f"; about {needed} test images would be needed at this variance" if needed else ""
+    return (f"test split too small to detect {what}: the interval's half-width is "
+            f"{interval.half_width:.3f} on {n_images} images{more}")
+
+
+def _with_warning(text: str, warning: str) -> str:
+    return f"{text}; warning: {warning}" if warning else text
+
+
+def _floor_check(candidate: dict[str, float], name: str, floor: float,
+                 evidence: _Evidence) -> Check:
     check_name = f"floor:{name}"
     value = _value(candidate, name)
     if value is None:
         return Check(check_name, False, f"{_unusable(candidate, name)} (floor {floor:.3f})")
-    if value >= floor:
-        return Check(check_name, True, f"{name} {value:.3f} >= floor {floor:.3f}")
-    return Check(check_name, False, f"{name} {value:.3f} < floor {floor:.3f}")
+    return _floor_verdict(check_name, name, value, floor, evidence)
+
+
+def _floor_verdict(check_name: str, name: str, value: float, floor: float,
+                   evidence: _Evidence) -> Check:
+    """floors_on "point": value >= floor; "lower": lower one-sided bound >= floor."""
+    c = evidence.confidence
+    values = evidence.samples.metric(name) if evidence.samples else None
+    interval = two_sided(values, c) if values is not None else None
+    text = f"{name} {value:.3f}" + (f" ({_span(interval, c, '.3f')})" if interval else "")
+    judged, rule = value, "point estimate >= floor"
+    if evidence.floors_on == "lower" and values is not None:
+        judged, rule = lower_bound(values, c), f"lower one-sided {c:.0%} bound >= floor"
+        text += f", lower {c:.0%} bound {judged:.3f}"
+    elif evidence.floors_on == "lower":
+        rule += f" ({evidence.point_only(name)})"
+        text += f" ({evidence.point_only(name)})"
+    ok = judged >= floor
+    return Check(check_name, ok, f"{text} {'>=' if ok else '<'} floor {floor:.3f}", value,
+                 interval.low if interval else None, interval.high if interval else None, rule)
 
 
 def _regression_check(candidate: dict[str, float], champion: dict[str, float] | None,
-                      name: str, max_drop: float) -> Check:
+                      name: str, max_drop: float, evidence: _Evidence) -> Check:
     check_name = f"no-regression:{name}"
     value = _value(candidate, name)
     if value is None:
@@ -95,17 +172,37 @@ def _regression_check(candidate: dict[str, float], champion: dict[str, float] | 
         # measured on this metric; there is nothing to regress from (recorded, visible).
         return Check(check_name, True,
                      f"{name} {value:.3f}: champion has no {name} to compare against")
-    drop = best - value
+    diffs = evidence.samples.difference(name) if evidence.samples else None
+    if diffs is None:
+        return _point_regression(check_name, name, value, best, max_drop,
+                                 evidence.point_only(name))
+    c, n = evidence.confidence, evidence.samples.n_images
+    interval, upper = two_sided(diffs, c), upper_bound(diffs, c)
+    refused = upper < -max_drop - _TOLERANCE
+    text = (f"{name} {value:.3f} vs champion {best:.3f} (change {value - best:+.3f}, "
+            f"{_span(interval, c, '+.3f')}, max drop {max_drop:.3f})")
+    if refused:
+        text += (f": {c:.0%} confident it dropped more than that "
+                 f"(upper {c:.0%} bound of the change {upper:+.3f})")
+    warning = _small_split(interval, max_drop, n, f"a drop of {max_drop:.3f}")
+    rule = (f"refused iff {c:.0%} confident the drop exceeds max_drop "
+            f"(upper one-sided {c:.0%} bound of the paired change < -max_drop)")
+    return Check(check_name, not refused, _with_warning(text, warning), value - best,
+                 interval.low, interval.high, rule, warning)
+
+
+def _point_regression(check_name: str, name: str, value: float, best: float,
+                      max_drop: float, why: str) -> Check:
+    drop, rule = best - value, f"point estimates: change >= -max_drop ({why})"
     if value >= best - max_drop - _TOLERANCE:
-        return Check(check_name, True,
-                     f"{name} {value:.3f} vs champion {best:.3f} "
-                     f"(change {-drop:+.3f}, max drop {max_drop:.3f})")
-    return Check(check_name, False,
-                 f"{name} {value:.3f} dropped {drop:.3f} vs champion {best:.3f} "
-                 f"(max drop {max_drop:.3f})")
+        return Check(check_name, True, f"{name} {value:.3f} vs champion {best:.3f} "
+                     f"(change {-drop:+.3f}, max drop {max_drop:.3f}; {why})", -drop, rule=rule)
+    return Check(check_name, False, f"{name} {value:.3f} dropped {drop:.3f} vs champion "
+                 f"{best:.3f} (max drop {max_drop:.3f}; {why})", -drop, rule=rule)
 
 
-def _class_floor_checks(candidate: dict[str, float], prefix: str, floor: float) -> list[Check]:
+def _class_floor_checks(candidate: dict[str, float], prefix: str, floor: float,
+                        evidence: _Evidence) -> list[Check]:
     prefix = prefix.rstrip("/")
     keys = [k for k in candidate if k.startswith(f"{prefix}/")]
     if not keys:
@@ -119,10 +216,8 @@ def _class_floor_checks(candidate: dict[str, float], prefix: str, floor: float) 
             checks.append(Check(check_name, False, f"{key} is None in candidate metrics"))
         elif math.isnan(float(value)):
             checks.append(Check(check_name, True, f"{key}: no {cls} objects in the test split"))
-        elif float(value) >= floor:
-            checks.append(Check(check_name, True, f"{key} {float(value):.3f} >= floor {floor:.3f}"))
         else:
-            checks.append(Check(check_name, False, f"{key} {float(value):.3f} < floor {floor:.3f}"))
+            checks.append(_floor_verdict(check_name, key, float(value), floor, evidence))
     return checks
 
 
@@ -134,7 +229,7 @@ def relative_drop(clean: float, corrupted: float) -> float:
 
 
 def _robust_check(candidate: dict[str, float], corrupted: dict[str, float] | None,
-                  name: str, severity: int, cfg: RobustnessConfig) -> Check:
+                  name: str, severity: int, cfg: RobustnessConfig, evidence: _Evidence) -> Check:
     check_name, metric, limit = f"robust:{name}", cfg.metric, cfg.max_relative_drop
     where = f"{name} (severity {severity})"
     clean = _value(candidate, metric)
@@ -147,50 +242,73 @@ def _robust_check(candidate: dict[str, float], corrupted: dict[str, float] | Non
         what = "missing from" if corrupted.get(metric) is None else "NaN in"
         return Check(check_name, False, f"{where}: {metric} {what} the corrupted-split metrics")
     drop = relative_drop(clean, value)
-    text = (f"{where}: {metric} {value:.3f} vs clean {clean:.3f} "
-            f"(relative drop {drop:.1%}, max {limit:.1%})")
-    return Check(check_name, drop <= limit + _TOLERANCE, text)
+    text = f"{where}: {metric} {value:.3f} vs clean {clean:.3f} (relative drop {drop:.1%}"
+    drops = evidence.samples.relative_drop(name, metric) if evidence.samples else None
+    if drops is None:
+        why = evidence.point_only(f"{metric} on {name}")
+        return Check(check_name, drop <= limit + _TOLERANCE, f"{text}, max {limit:.1%}; {why})",
+                     drop, rule=f"point estimates: relative drop <= max ({why})")
+    c = evidence.confidence
+    interval, lower = two_sided(drops, c), lower_bound(drops, c)
+    refused = lower > limit + _TOLERANCE
+    text += f", {_span(interval, c, '.1%')}, max {limit:.1%})"
+    if refused:
+        text += (f": {c:.0%} confident it drops more than that "
+                 f"(lower {c:.0%} bound {lower:.1%})")
+    warning = _small_split(interval, limit, evidence.samples.n_images,
+                           f"a relative drop of {limit:.1%}")
+    rule = (f"refused iff {c:.0%} confident the relative drop exceeds the max "
+            f"(lower one-sided {c:.0%} bound of the paired relative drop > max)")
+    return Check(check_name, not refused, _with_warning(text, warning), drop,
+                 interval.low, interval.high, rule, warning)
 
 
 def _robustness_checks(candidate: dict[str, float],
                        robustness: dict[str, dict[str, float]] | None,
-                       cfg: RobustnessConfig | None) -> list[Check]:
+                       cfg: RobustnessConfig | None, evidence: _Evidence) -> list[Check]:
     if cfg is None or not cfg.corruptions:
         return []
     if robustness is None:
         return [Check(f"robust:{name}", False, f"{name} (severity {sev}): robustness not evaluated")
                 for name, sev in cfg.corruptions.items()]
-    return [_robust_check(candidate, robustness.get(name), name, sev, cfg)
+    return [_robust_check(candidate, robustness.get(name), name, sev, cfg, evidence)
             for name, sev in cfg.corruptions.items()]
 
 
-def _data_quality_check(quarantine: dict | None, bound: float | None) -> list[Check]:
+def _data_quality_check(quarantine: QuarantineSummary | None, bound: float | None) -> list[Check]:
     if bound is None:
         return []
     if quarantine is None:
         return [Check("data-quality", False, "no validation summary: quarantined share unknown")]
-    share, n = float(quarantine["share"]), quarantine["quarantined"]
+    share, n = float(quarantine.share), quarantine.quarantined
     ok = share <= bound + _TOLERANCE  # "images" counts the kept ones
-    return [Check("data-quality", ok, f"quarantined {n} of {quarantine['images'] + n} images "
-                  f"({share:.1%}) {'<=' if ok else '>'} max {bound:.1%}")]
+    return [Check("data-quality", ok, f"quarantined {n} of {quarantine.total} images "
+                  f"({share:.1%}) {'<=' if ok else '>'} max {bound:.1%}", share,
+                  rule="quarantined share <= max")]
 
 
 def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None,
                   cfg: GateConfig,
                   robustness: dict[str, dict[str, float]] | None = None,
-                  quarantine: dict | None = None) -> GateResult:
+                  quarantine: QuarantineSummary | None = None,
+                  samples: GateSamples | None = None) -> GateResult:
     """Floors, per-class floors, non-regression, robustness, data quality; passed = all pass.
 
     With no champion the non-regression checks pass with detail "no champion yet".
     ``robustness`` maps a corruption name to the candidate's metrics on that corrupted
     copy of the test split; a configured corruption without metrics fails its check.
-    ``quarantine`` is validation's summary {"images", "quarantined", "share", ...}.
+    ``quarantine`` is validation's summary of what it left out. ``samples``: paired
+    bootstrap samples of the gated metrics (module docstring); None judges point estimates.
     """
-    checks = [_floor_check(candidate, name, floor) for name, floor in cfg.floors.items()]
+    evidence = _Evidence(samples, cfg.confidence, cfg.floors_on)
+    checks = [_floor_check(candidate, name, floor, evidence)
+              for name, floor in cfg.floors.items()]
     for prefix, floor in cfg.class_floors.items():
-        checks += _class_floor_checks(candidate, prefix, floor)
-    checks += [_regression_check(candidate, champion, name, drop)
+        checks += _class_floor_checks(candidate, prefix, floor, evidence)
+    checks += [_regression_check(candidate, champion, name, drop, evidence)
                for name, drop in cfg.max_drop.items()]
-    checks += _robustness_checks(candidate, robustness, cfg.robustness)
+    checks += _robustness_checks(candidate, robustness, cfg.robustness, evidence)
     checks += _data_quality_check(quarantine, cfg.max_quarantine_share)
-    return GateResult(passed=all(c.passed for c in checks), checks=tuple(checks))
+    return GateResult(all(c.passed for c in checks), tuple(checks),
+                      cfg.confidence if samples is not None else None,
+                      metric_intervals(samples, cfg.confidence) if samples is not None else ())

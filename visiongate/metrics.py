@@ -25,7 +25,9 @@ from faster_coco_eval import COCO, COCOeval_faster
 from pycocotools import mask as mask_utils
 from torchvision import ops
 
-from visiongate.gate_metrics import COCO_STAT_NAMES
+from visiongate import geometry
+from visiongate.errors import DataError, NotFound
+from visiongate.vocab import COCO_STAT_NAMES
 
 
 
@@ -58,17 +60,8 @@ def nms(boxes, scores, iou_threshold: float, labels=None) -> np.ndarray:
 def _area(ann: dict, height: int, width: int, iou_type: str) -> float:
     """Object area for COCO's size ranges: mask area for "segm", else box area."""
     if iou_type == "segm" and ann.get("segmentation"):
-        return float(mask_utils.area(_rle(ann["segmentation"], height, width)))
+        return float(mask_utils.area(geometry.to_rle(ann["segmentation"], height, width)))
     return float(ann["bbox"][2] * ann["bbox"][3])
-
-
-def _rle(segmentation, height: int, width: int) -> dict:
-    """One RLE from polygons, uncompressed RLE or RLE (pycocotools' annToRLE logic)."""
-    if isinstance(segmentation, list):
-        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
-    if isinstance(segmentation.get("counts"), list):
-        return mask_utils.frPyObjects(segmentation, height, width)
-    return segmentation
 
 
 def _coco_gt(gt: dict, iou_type: str = "bbox") -> COCO:
@@ -101,9 +94,14 @@ def _mask_rles(pred: dict) -> list[dict]:
         return list(pred["segmentation"])
     if "masks" not in pred:
         raise ValueError("iou_type 'segm' needs 'masks' or 'segmentation' in each prediction")
-    masks = np.asarray(pred["masks"]).astype(np.uint8)
-    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0))) if len(masks) else []
-    return [dict(r, counts=r["counts"].decode("ascii")) for r in rles]
+    return geometry.encode_masks(pred["masks"])
+
+
+def _xywh_per_image(predictions: list[dict]) -> list[list[list[float]]]:
+    """Each prediction's xyxy ``boxes`` as COCO xywh lists, converted in one call."""
+    boxes = [np.asarray(p["boxes"], dtype=np.float64).reshape(-1, 4) for p in predictions]
+    xywh = geometry.xyxy_to_xywh(np.concatenate(boxes) if boxes else [])
+    return [chunk.tolist() for chunk in np.split(xywh, np.cumsum([len(b) for b in boxes])[:-1])]
 
 
 def _to_coco_results(image_ids: list[int], predictions: list[dict],
@@ -113,16 +111,15 @@ def _to_coco_results(image_ids: list[int], predictions: list[dict],
     Segm results carry no ``bbox``: given one, COCO's loadRes takes the box area as the
     object area and so changes the small/medium/large split (detectron2 drops it too).
     """
+    boxes = None if iou_type == "segm" else _xywh_per_image(predictions)
     results = []
-    for image_id, pred in zip(image_ids, predictions, strict=True):
+    for i, (image_id, pred) in enumerate(zip(image_ids, predictions, strict=True)):
         scores = np.asarray(pred["scores"], dtype=np.float64).reshape(-1)
         labels = np.asarray(pred["labels"]).reshape(-1)
-        if iou_type == "segm":
+        if boxes is None:
             shapes = [{"segmentation": rle} for rle in _mask_rles(pred)]
         else:
-            boxes = np.asarray(pred["boxes"], dtype=np.float64).reshape(-1, 4)
-            shapes = [{"bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]}
-                      for x1, y1, x2, y2 in boxes]
+            shapes = [{"bbox": box} for box in boxes[i]]
         for shape, score, label in zip(shapes, scores, labels, strict=True):
             results.append({"image_id": int(image_id), "category_id": int(label),
                             "score": float(score), **shape})
@@ -216,11 +213,11 @@ def _read_json(path, kind: type, what: str):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+        raise NotFound(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable JSON file ({err})") from None
+        raise DataError(f"{path}: not a readable JSON file ({err})") from None
     if not isinstance(data, kind):
-        raise ValueError(f"{path}: expected {what}, found a JSON {type(data).__name__}")
+        raise DataError(f"{path}: expected {what}, found a JSON {type(data).__name__}")
     return data
 
 
@@ -230,25 +227,25 @@ def evaluate_coco_files(gt_path, pred_path, iou_type: str = "bbox") -> dict[str,
     ``pred_path`` holds the standard results list ``[{image_id, category_id, bbox |
     segmentation, score}, ...]``; for ``"segm"`` a result's ``bbox`` is ignored (see
     _to_coco_results). Same keys and NaN rules as detection_metrics. A missing file or
-    one that is not such JSON raises FileNotFoundError / ValueError naming the file.
+    one that is not such JSON raises NotFound / DataError naming the file.
     """
     gt = _read_json(gt_path, dict, "a COCO dataset object")
     results = _read_json(pred_path, list, "a list of COCO results")
     try:
         coco_gt = _coco_gt(gt, iou_type)
     except (KeyError, TypeError, IndexError) as err:
-        raise ValueError(f"{gt_path}: not a COCO dataset (bad or missing {err})") from None
+        raise DataError(f"{gt_path}: not a COCO dataset (bad or missing {err})") from None
     key = "segmentation" if iou_type == "segm" else "bbox"
     fields = ("image_id", "category_id", "score", key)
     try:
         results = [{f: r[f] for f in fields} for r in results]
     except (KeyError, TypeError) as err:
-        raise ValueError(f"{pred_path}: every result needs {', '.join(fields)} "
-                         f"(missing {err})") from None
+        raise DataError(f"{pred_path}: every result needs {', '.join(fields)} "
+                        f"(missing {err})") from None
     unknown = sorted({r["image_id"] for r in results} - set(coco_gt.getImgIds()))
     if unknown:
-        raise ValueError(f"{pred_path}: image ids not in {gt_path}: {unknown[:10]}")
+        raise DataError(f"{pred_path}: image ids not in {gt_path}: {unknown[:10]}")
     try:
         return _evaluate(coco_gt, results, iou_type, coco_gt.getImgIds())
     except (KeyError, TypeError, IndexError, AssertionError) as err:
-        raise ValueError(f"{gt_path} / {pred_path}: cannot evaluate ({err!r})") from None
+        raise DataError(f"{gt_path} / {pred_path}: cannot evaluate ({err!r})") from None

@@ -3,6 +3,7 @@
     data/prepared/<dataset>/{train,val,test}   canonical splits (DVC stage outputs)
     .cache/train/<key>/                         resumable training work dirs
     .cache/plots/<run id>/                      a run's report plots (logged to MLflow)
+    .cache/records/<run id>/                    per-image test records the gate resamples
     .cache/robustness/<dataset>-<test md5>/     corrupted copies of the pinned test split
     .cache/champions/                           registered versions checked out for scoring
     .cache/stats/<dataset>/                     dataset statistics plots
@@ -12,8 +13,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from visiongate.errors import RetrainBusy
 
 SPLITS = ("train", "val", "test")
 
@@ -47,6 +54,10 @@ class Project:
     def plots(self, run_id: str) -> Path:
         return self.cache / "plots" / run_id
 
+    def records(self, run_id: str) -> Path:
+        """Per-image records of a run's candidate, champion and corrupted evaluations."""
+        return self.cache / "records" / run_id
+
     def robustness(self, dataset: str, test_md5: str) -> Path:
         return self.cache / "robustness" / f"{dataset}-{test_md5}"
 
@@ -64,3 +75,17 @@ class Project:
     def retrain_lock(self, dataset: str) -> Path:
         """One lock per dataset: its retrains (and the data watcher's `dvc repro`) never overlap."""
         return self.cache / "locks" / f"retrain-{dataset}.lock"
+
+    @contextmanager
+    def holding_retrain_lock(self, dataset: str) -> Iterator[None]:
+        """Hold the dataset's retrain lock, or raise RetrainBusy at once (never waits)."""
+        lock = FileLock(self.retrain_lock(dataset))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RetrainBusy(f"another retrain of dataset {dataset!r} is running (lock "
+                              f"{lock.lock_file}); this one changed nothing") from None
+        try:
+            yield
+        finally:
+            lock.release()

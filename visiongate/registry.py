@@ -24,11 +24,12 @@ from filelock import FileLock, Timeout
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from visiongate.errors import RegistryError
 from visiongate.tracking import process_tracking_uri
+from visiongate.vocab import HEADLINE_METRICS
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
 HISTORY_TAG, HISTORY_KEEP = "champion_history", 50
-HEADLINE = ("map50", "map50_95", "mask_map50", "mask_map50_95", "miou", "dice")
 LOCK_TIMEOUT_S = 120
 MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
@@ -74,7 +75,7 @@ def alias_lock(uri: str) -> Iterator[None]:
         with FileLock(str(db.with_name(db.name + ".lock")), timeout=LOCK_TIMEOUT_S):
             yield
     except Timeout as err:
-        raise TimeoutError(f"{db}: an alias move held the lock for {LOCK_TIMEOUT_S} s") from err
+        raise RegistryError(f"{db}: an alias move held the lock for {LOCK_TIMEOUT_S} s") from err
 
 
 def register(uri: str, name: str, model_uri: str, tags: dict[str, str],
@@ -110,7 +111,7 @@ def get(uri: str, name: str, version: str) -> Version:
         return _version(MlflowClient(uri).get_model_version(name, version))
     except MlflowException as err:
         if err.error_code in MISSING:
-            raise ValueError(f"no version {version} of registered model {name!r}") from err
+            raise RegistryError(f"no version {version} of registered model {name!r}") from err
         raise
 
 
@@ -130,11 +131,12 @@ def resolve(uri: str, model_uri: str) -> Version:
     if not sep:
         name, _, version = ref.rpartition("/")
         if not name or not version.isdigit():
-            raise ValueError(f"{model_uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+            raise RegistryError(f"{model_uri!r}: expected models:/NAME@ALIAS or "
+                                "models:/NAME/VERSION")
         return get(uri, name, version)
     found = by_alias(uri, name, alias)
     if found is None:
-        raise ValueError(f"{model_uri!r}: no version of {name!r} has alias {alias!r}")
+        raise RegistryError(f"{model_uri!r}: no version of {name!r} has alias {alias!r}")
     return found
 
 
@@ -196,8 +198,8 @@ def rollback(uri: str, name: str, reason: str, by: str | None = None) -> Move:
     with alias_lock(uri):
         previous = by_alias(uri, name, PREVIOUS)
         if previous is None:
-            raise ValueError(f"{name}: no version has alias {PREVIOUS!r}; nothing to roll back "
-                             "to (use `visiongate promote NAME VERSION` to pick one)")
+            raise RegistryError(f"{name}: no version has alias {PREVIOUS!r}; nothing to roll back "
+                                "to (use `visiongate promote NAME VERSION` to pick one)")
         current = by_alias(uri, name, CHAMPION)
         move = Move("rollback", name, previous.version, current.version if current else None,
                     _now(), by, reason)
@@ -222,7 +224,7 @@ def list_models(uri: str, name: str | None = None) -> list[dict]:
         found = [client.get_registered_model(name)] if name else client.search_registered_models()
     except MlflowException as err:
         if err.error_code in MISSING:
-            raise ValueError(f"no registered model {name!r}") from err
+            raise RegistryError(f"no registered model {name!r}") from err
         raise
     out = []
     for model in sorted(found, key=lambda m: m.name):
@@ -237,7 +239,8 @@ def list_models(uri: str, name: str | None = None) -> list[dict]:
                 "version": str(mv.version), "aliases": sorted(aliases.get(str(mv.version), [])),
                 "created": time.strftime("%Y-%m-%d %H:%M", created),
                 "gate": mv.tags.get("gate.passed", "?"), "run_id": mv.run_id,
-                "metrics": {k: metrics[f"test/{k}"] for k in HEADLINE if f"test/{k}" in metrics}})
+                "metrics": {k: metrics[f"test/{k}"] for k in HEADLINE_METRICS
+                            if f"test/{k}" in metrics}})
         versions.sort(key=lambda v: -int(v["version"]))
         out.append({"name": model.name, "versions": versions})
     return out

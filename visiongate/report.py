@@ -40,14 +40,9 @@ def _delta(candidate: float | None, champion: float | None) -> str:
 
 def _headline(model_name: str, champion_version: str | None, result: GateResult) -> list[str]:
     verdict = PROMOTE if result.passed else KEEP
-    current = f"version {champion_version}" if champion_version else "none yet"
     failed = sum(not c.passed for c in result.checks)
-    if result.passed:
-        summary = (f"The candidate passed all {len(result.checks)} gate checks and becomes "
-                   f"champion (current champion: {current}).")
-    else:
-        summary = (f"The candidate failed {failed} of {len(result.checks)} gate checks; "
-                   f"the champion stays ({current}).")
+    summary = (f"{len(result.checks) - failed} of {len(result.checks)} gate checks passed: "
+               f"{result.decision(champion_version)}.")
     return [f"# {model_name}: {verdict}", "", f"**Verdict: {verdict}** — {summary}", ""]
 
 

@@ -19,7 +19,9 @@ import albumentations as A
 import cv2
 import numpy as np
 
-SEVERITIES = (1, 2, 3)
+from visiongate.errors import DataError, NotFound
+from visiongate.vocab import CORRUPTION_NAMES, SEVERITIES, check_corruption  # noqa: F401
+
 # Written last into a finished copy: a folder without it is an interrupted run.
 MARKER = ".visiongate-corruption.json"
 
@@ -57,14 +59,7 @@ CORRUPTIONS: dict[str, Callable[[int], list[A.BasicTransform]]] = {
     "noise": _noise,
     "fog": _fog,
 }
-
-
-def check_corruption(name: str, severity: int) -> None:
-    """ValueError naming the choices for an unknown corruption or severity."""
-    if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; choose from {sorted(CORRUPTIONS)}")
-    if severity not in SEVERITIES:
-        raise ValueError(f"corruption {name!r}: severity {severity} not in {list(SEVERITIES)}")
+assert tuple(CORRUPTIONS) == CORRUPTION_NAMES, "params.yaml's corruption names (vocab) differ"
 
 
 def corruption_pipeline(name: str, severity: int, seed: int) -> A.Compose:
@@ -85,7 +80,7 @@ def _image_files(split_dir: Path) -> list[str]:
     """The split's image paths (relative, sorted) as annotations.json names them."""
     path = split_dir / "annotations.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no COCO annotations at {path}")
+        raise NotFound(f"no COCO annotations at {path}")
     coco = json.loads(path.read_text())
     return sorted({image["file_name"] for image in coco.get("images", [])})
 
@@ -116,7 +111,7 @@ def _write_copy(split_dir: Path, tmp_dir: Path, corruption: str, severity: int,
         src, dst = split_dir / rel, tmp_dir / rel
         image = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
         if image is None:
-            raise ValueError(f"cannot read image {src}")
+            raise DataError(f"cannot read image {src}")
         dst.parent.mkdir(parents=True, exist_ok=True)
         # Seed per image index (sorted names): independent of processing order.
         if not cv2.imwrite(str(dst), corrupt_image(image, corruption, severity, seed + index)):

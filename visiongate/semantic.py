@@ -24,6 +24,17 @@ def soft_dice(probs, target, eps: float = 0.0) -> float:
     return float((2.0 * (p * t).sum() + eps) / denom)
 
 
+def label_names(class_names) -> list[str]:
+    """Names of a semantic label map's values: 0 (unlabelled pixels) then category id k ->
+    ``class_names[k-1]``. Value 0 is "background" unless the dataset has a real class of
+    that name; then "_background_" (more underscores until no class has the name)."""
+    names = list(class_names)
+    zero = "background"
+    while zero in names:
+        zero = f"_{zero}_"
+    return [zero, *names]
+
+
 def confusion_matrix(preds: list[np.ndarray], targets: list[np.ndarray],
                      num_classes: int) -> np.ndarray:
     """(num_classes, num_classes) pixel counts, rows = target label, columns = predicted."""
@@ -47,7 +58,7 @@ def semantic_metrics(preds: list[np.ndarray], targets: list[np.ndarray],
                      class_names: list[str]) -> dict[str, float]:
     """Per-class IoU, mIoU, mean Dice and pixel accuracy over all pixels of all images.
 
-    ``class_names[k]`` names label value k; ``class_names[0]`` is "background". One
+    ``class_names[k]`` names label value k, value 0 included (``label_names``). One
     confusion matrix is accumulated over every pixel, then per class
     IoU = TP / (TP + FP + FN) and Dice = 2TP / (2TP + FP + FN).
     ``miou`` and ``dice`` average over the classes *present* — appearing in the

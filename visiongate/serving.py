@@ -40,7 +40,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from visiongate import models
+from visiongate import geometry, models
+from visiongate.errors import DataError, NotFound
 
 DEFAULT_MIN_SCORE = 0.25
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
@@ -58,26 +59,22 @@ def encode_image(path: Path) -> str:
     return base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
-def _class_name(meta: dict, label: int) -> str:
-    names = [c for c in meta["class_names"] if c != "background"]
-    if 0 < label <= len(names):
-        return names[label - 1]
+def _class_name(meta: models.CheckpointMeta, label: int) -> str:
+    """Category id k -> its class name (a class may be called "background" like any other)."""
+    if 0 < label <= len(meta.class_names):
+        return meta.class_names[label - 1]
     return "background" if label == 0 else str(label)
 
 
-def to_record(meta: dict, prediction: Any, size: tuple[int, int], min_score: float) -> dict:
+def to_record(meta: models.CheckpointMeta, prediction: Any, size: tuple[int, int],
+              min_score: float) -> dict:
     """One image's prediction (the models interface's numpy form) as a JSON-friendly dict."""
     width, height = size
     record: dict[str, Any] = {"width": width, "height": height}
-    if meta["task"] == "segment":
+    if meta.task == "segment":
         labels, counts = np.unique(prediction, return_counts=True)
         record["segments"] = [{"label": int(k), "class_name": _class_name(meta, int(k)),
-                               "pixels": int(n), "mask": _rle(prediction == k)}
+                               "pixels": int(n), "mask": geometry.encode_mask(prediction == k)}
                               for k, n in zip(labels, counts) if k != 0]
         return record
     keep = np.flatnonzero(prediction["scores"] >= min_score)
@@ -88,13 +85,13 @@ def to_record(meta: dict, prediction: Any, size: tuple[int, int], min_score: flo
                "score": round(float(prediction["scores"][i]), 5), "label": label,
                "class_name": _class_name(meta, label)}
         if "masks" in prediction:
-            det["mask"] = _rle(prediction["masks"][i])
+            det["mask"] = geometry.encode_mask(prediction["masks"][i])
         record["detections"].append(det)
     return record
 
 
 def readable_image(data: bytes, decode: bool = False) -> tuple[str, tuple[int, int]]:
-    """(file suffix, (width, height)) of encoded image bytes; ValueError if unreadable.
+    """(file suffix, (width, height)) of encoded image bytes; DataError if unreadable.
 
     By default the header and PNG chunk checksums are checked (`verify`: a truncated PNG
     fails, 50× cheaper than decoding a 640 px PNG twice per request); decode=True
@@ -111,9 +108,9 @@ def readable_image(data: bytes, decode: bool = False) -> tuple[str, tuple[int, i
     # ImportError: once ultralytics is imported, Image.open answers an unknown format by
     # importing an optional HEIF plugin (visiongate keeps ultralytics offline: no install)
     except (Image.UnidentifiedImageError, ImportError) as err:
-        raise ValueError("not a readable image (unknown format)") from err
+        raise DataError("not a readable image (unknown format)") from err
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"not a readable image ({err})") from err
+        raise DataError(f"not a readable image ({err})") from err
 
 
 def _decode(cell: Any) -> bytes:
@@ -122,10 +119,11 @@ def _decode(cell: Any) -> bytes:
     try:
         return base64.b64decode(str(cell))  # not validated: junk fails as an image
     except (binascii.Error, ValueError) as err:
-        raise ValueError(f"`image` is not base64 text ({err})") from err
+        raise DataError(f"`image` is not base64 text ({err})") from err
 
 
-def predict_cells(predict: Predictor, meta: dict, cells: list, min_score: float) -> list[dict]:
+def predict_cells(predict: Predictor, meta: models.CheckpointMeta, cells: list,
+                  min_score: float) -> list[dict]:
     """Records for base64 cells; a cell that is not a readable image gets {"error": ...}."""
     records: list[dict] = [{} for _ in cells]
     with tempfile.TemporaryDirectory(prefix="visiongate-serve-") as tmp:
@@ -155,14 +153,14 @@ class VisionModel:
     """The pyfunc model of a visiongate checkpoint, any family (weights loaded once)."""
 
     def __init__(self, checkpoint: Path):
-        self.meta = models.read_meta(Path(checkpoint))
+        self.meta = models.CheckpointMeta.read(Path(checkpoint))
         self.predict_images = predictor(Path(checkpoint))
 
     def predict(self, model_input, params: dict | None = None) -> list[dict]:
         """model_input: a pandas DataFrame with column `image`; one record per row."""
         if "image" not in model_input:
-            raise ValueError(f"expected a column 'image' (base64 image bytes), "
-                             f"got columns {list(model_input.columns)}")
+            raise DataError(f"expected a column 'image' (base64 image bytes), "
+                            f"got columns {list(model_input.columns)}")
         min_score = float((params or {}).get("min_score", DEFAULT_MIN_SCORE))
         return predict_cells(self.predict_images, self.meta, list(model_input["image"]), min_score)
 
@@ -183,7 +181,7 @@ def scan_images(images_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     every other file, which batch prediction reports and skips."""
     images_dir = Path(images_dir)
     if not images_dir.is_dir():
-        raise FileNotFoundError(f"{images_dir}: no such folder of images")
+        raise NotFound(f"{images_dir}: no such folder of images")
     readable, skipped = [], []
     for path in sorted(p for p in images_dir.rglob("*") if p.is_file()):
         try:
@@ -196,12 +194,12 @@ def scan_images(images_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
 
 def _coco_annotations(record: dict, image_id: int) -> list[dict]:
     """COCO results (bbox xywh; segmentation as RLE) for one image's record."""
-    out = []
-    for det in record.get("detections", []):
-        x1, y1, x2, y2 = det["box"]
+    out, detections = [], record.get("detections", [])
+    xywh = geometry.xyxy_to_xywh([det["box"] for det in detections]).tolist()
+    for det, (x, y, w, h) in zip(detections, xywh, strict=True):
         ann = {"image_id": image_id, "category_id": det["label"], "score": det["score"],
-               "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
-               "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0}
+               "bbox": [x, y, round(w, 2), round(h, 2)], "area": round(w * h, 2),
+               "iscrowd": 0}
         out.append({**ann, "segmentation": det["mask"]} if "mask" in det else ann)
     for seg in record.get("segments", []):
         bbox = mask_utils.toBbox({**seg["mask"], "counts": seg["mask"]["counts"].encode()})
@@ -210,14 +208,14 @@ def _coco_annotations(record: dict, image_id: int) -> list[dict]:
     return out
 
 
-def overlay(path: Path, meta: dict, prediction: Any, min_score: float) -> Image.Image:
+def overlay(path: Path, meta: models.CheckpointMeta, prediction: Any, min_score: float) -> Image.Image:
     """The image with predicted masks and boxes (class name and score) drawn on it."""
     import torch
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
     with Image.open(path) as im:
         image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
-    if meta["task"] == "segment":
+    if meta.task == "segment":
         labels = [int(k) for k in np.unique(prediction) if k != 0]
         masks, boxes, captions = [prediction == k for k in labels], None, []
     else:
@@ -242,7 +240,7 @@ def predict_folder(checkpoint: Path, images_dir: Path, out_dir: Path, min_score:
     categories and results as annotations), `overlays/*.png`, `skipped.csv`."""
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     paths, skipped = scan_images(images_dir)
-    meta, predict = models.read_meta(Path(checkpoint)), predictor(Path(checkpoint))
+    meta, predict = models.CheckpointMeta.read(Path(checkpoint)), predictor(Path(checkpoint))
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for start in range(0, len(paths), BATCH):
@@ -259,9 +257,9 @@ def predict_folder(checkpoint: Path, images_dir: Path, out_dir: Path, min_score:
             annotations += _coco_annotations(record, image_id)
     for i, ann in enumerate(annotations, 1):
         ann["id"] = i
-    names = [c for c in meta["class_names"] if c != "background"]
+    names = meta.class_names
     (out_dir / "predictions.json").write_text(json.dumps({
-        "info": {"model": model, "task": meta["task"], "min_score": min_score},
+        "info": {"model": model, "task": meta.task, "min_score": min_score},
         "images": images, "categories": [{"id": k, "name": n} for k, n in enumerate(names, 1)],
         "annotations": annotations}))
     with open(out_dir / "skipped.csv", "w", newline="") as f:

@@ -21,7 +21,10 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from visiongate.config import ScheduleConfig, ServerConfig, StackConfig  # noqa: F401 (re-exported)
+from visiongate.errors import StackError
+from visiongate.paths import Project
+
 
 def _gone():
     """The process (or its group) may already have exited: nothing left to signal or reap."""
@@ -29,34 +32,6 @@ def _gone():
 
 
 HEALTH = {"prefect": "/api/health", "mlflow": "/health"}
-
-
-class ServerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    host: str = "127.0.0.1"   # loopback: anything wider is the user's explicit choice
-    port: int = Field(ge=1, le=65535)
-
-
-class StackConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    prefect: ServerConfig = ServerConfig(port=4200)
-    mlflow: ServerConfig = ServerConfig(port=5000)
-
-
-class ScheduleConfig(BaseModel):
-    """When `visiongate serve` runs each deployment (cron: minute hour day month weekday)."""
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    retrain_cron: str = "0 2 * * *"        # nightly at 02:00
-    evaluate_cron: str = "0 3 * * 0"       # champions re-scored weekly, Sunday 03:00
-    timezone: str = "UTC"
-    data_poll_minutes: float = Field(10, ge=0)  # DVC md5 check; a change starts a retrain; 0 = off
-
-    @field_validator("retrain_cron", "evaluate_cron")
-    @classmethod
-    def _five_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"cron {value!r} needs five fields: minute hour day month weekday")
-        return value
 
 
 @dataclass(frozen=True)
@@ -125,12 +100,12 @@ def start(server: Server, cmd: list[str], state_dir: Path, env: dict[str, str],
     if running and alive(running["pid"]):
         if server.healthy():
             return running["pid"]
-        raise RuntimeError(f"{server.name} (pid {running['pid']}) is running but {server.url} "
-                           "does not answer; `visiongate down` first")
+        raise StackError(f"{server.name} (pid {running['pid']}) is running but {server.url} "
+                         "does not answer; `visiongate down` first")
     if server.healthy(timeout=1):
-        raise RuntimeError(f"something already answers on {server.url}; choose another port "
-                           f"(params.yaml stack.{server.name}.port or "
-                           f"VISIONGATE_{server.name.upper()}_PORT)")
+        raise StackError(f"something already answers on {server.url}; choose another port "
+                         f"(params.yaml stack.{server.name}.port or "
+                         f"VISIONGATE_{server.name.upper()}_PORT)")
     if server.name == "prefect":  # its web UI calls this API (by default :4200, whatever --port)
         env = {**env, "PREFECT_UI_API_URL": server.url + "/api"}
     with open(log, "ab") as out:
@@ -142,14 +117,14 @@ def start(server: Server, cmd: list[str], state_dir: Path, env: dict[str, str],
         if proc.poll() is not None:
             pid_file.unlink(missing_ok=True)
             tail = log.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"{server.name} server exited with code {proc.returncode}; "
-                               f"its log ({log}) ends:\n{tail}")
+            raise StackError(f"{server.name} server exited with code {proc.returncode}; "
+                             f"its log ({log}) ends:\n{tail}")
         if server.healthy():
             return proc.pid
         time.sleep(0.5)
     stop(state_dir, server.name)
-    raise RuntimeError(f"{server.name} server did not answer on {server.url} within "
-                       f"{timeout:.0f} s; see {log}")
+    raise StackError(f"{server.name} server did not answer on {server.url} within "
+                     f"{timeout:.0f} s; see {log}")
 
 
 def read_state(state_dir: Path, name: str) -> dict | None:
@@ -189,7 +164,7 @@ def stop(state_dir: Path, name: str, grace: float = 20) -> bool:
 
 def running_url(root: Path, name: str) -> str | None:
     """The URL of this project's `name` server started by `visiongate up`, if it answers."""
-    state = read_state(Path(root) / ".cache" / "stack", name)
+    state = read_state(Project.at(root).stack, name)
     if not state or not alive(state["pid"]):
         return None
     host, port = state["url"].removeprefix("http://").rsplit(":", 1)

@@ -144,7 +144,7 @@ def log_model(uri: str, run_id: str, checkpoint: Path, example_image: Path) -> s
     Only meta.json and the weights travel (models.export_checkpoint). The example image
     becomes the input example, which MLflow checks with a real prediction.
     """
-    meta = models.read_meta(Path(checkpoint))
+    meta = models.CheckpointMeta.read(Path(checkpoint))
     client = MlflowClient(uri)
     run = client.get_run(run_id)
     with tempfile.TemporaryDirectory(prefix="visiongate-") as tmp:
@@ -152,13 +152,15 @@ def log_model(uri: str, run_id: str, checkpoint: Path, example_image: Path) -> s
         # Created here rather than by Model.log: it lands in the run's experiment without
         # making the run the process-wide active run.
         logged = client.create_logged_model(run.info.experiment_id, name=MODEL_NAME,
-                                            source_run_id=run_id, model_type=meta["task"],
-                                            tags={"family": meta["family"], "task": meta["task"]})
+                                            source_run_id=run_id, model_type=meta.task,
+                                            tags={"family": meta.family, "task": meta.task})
         with process_tracking_uri(uri):
             info = Model.log(
                 None, mlflow.pyfunc, name=MODEL_NAME, run_id=run_id, model_id=logged.model_id,
                 loader_module=serving.__name__, data_path=str(exported), signature=SIGNATURE,
                 input_example=pd.DataFrame({"image": [serving.encode_image(example_image)]}),
                 pip_requirements=requirements(),
-                metadata={k: meta[k] for k in ("family", "task", "class_names")})
+                metadata={"family": meta.family, "task": meta.task,
+                          "class_names": list(meta.class_names),
+                          "format_version": meta.format_version})
     return info.model_uri

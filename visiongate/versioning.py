@@ -14,7 +14,8 @@ from pathlib import Path
 
 import yaml
 
-SPLITS = ("train", "val", "test")
+from visiongate.errors import DataError, NotFound
+from visiongate.paths import SPLITS
 
 
 @contextmanager
@@ -43,22 +44,32 @@ def _follow_current_streams() -> None:
                 handler.stream = sys.stderr if handler.level >= logging.WARNING else sys.stdout
 
 
+def _open_repo(root: Path):
+    """DVC's Repo at root; NotFound when root is no DVC project (a --root the user named)."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        return Repo(str(root))
+    except NotDvcRepoError:
+        raise NotFound(f"{root} is not a DVC project (no .dvc/): run `dvc init` there") from None
+
+
 def reproduce(root: Path, dataset: str) -> dict[str, str]:
     """Run `dvc repro` for the stages that produce data/prepared/<dataset>; return split md5s."""
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
     root = Path(root).resolve()
-    with _stage_environment(root), Repo(str(root)) as repo:
+    with _stage_environment(root), _open_repo(root) as repo:
         targets = [s.addressing for s in repo.index.stages if _produces(s, dataset)]
         if not targets:
-            raise ValueError(f"no stage in {root / 'dvc.yaml'} produces data/prepared/{dataset}")
+            raise DataError(f"no stage in {root / 'dvc.yaml'} produces data/prepared/{dataset}")
         try:
             repo.reproduce(targets=targets)
         except DvcException as err:
             cause = f" ({err.__cause__})" if err.__cause__ else ""
-            raise ValueError(f"`dvc repro {' '.join(targets)}` failed: {err}{cause}; the "
-                             "stage's own message is printed above") from err
+            raise DataError(f"`dvc repro {' '.join(targets)}` failed: {err}{cause}; the "
+                            "stage's own message is printed above") from err
     return split_md5s(root, dataset)
 
 
@@ -71,7 +82,7 @@ def split_md5s(root: Path, dataset: str) -> dict[str, str]:
     """md5 of each split directory as pinned in dvc.lock (DVC's `.dir` hash)."""
     lock_path = Path(root) / "dvc.lock"
     if not lock_path.exists():
-        raise FileNotFoundError(f"{lock_path} is missing: run `dvc repro` first")
+        raise NotFound(f"{lock_path} is missing: run `dvc repro` first")
     lock = yaml.safe_load(lock_path.read_text()) or {}
     found: dict[str, str] = {}
     for stage in (lock.get("stages") or {}).values():
@@ -81,35 +92,32 @@ def split_md5s(root: Path, dataset: str) -> dict[str, str]:
                     found[split] = out["md5"].removesuffix(".dir")
     missing = [s for s in SPLITS if s not in found]
     if missing:
-        raise ValueError(f"dvc.lock pins no md5 for data/prepared/{dataset}/{{{','.join(missing)}}}")
+        raise DataError(f"dvc.lock pins no md5 for data/prepared/{dataset}/{{{','.join(missing)}}}")
     return found
 
 
 def track(root: Path, path: str) -> None:
     """`dvc add <path>` (relative to root): writes <path>.dvc and moves the bytes to the cache."""
-    from dvc.repo import Repo
-
     root = Path(root).resolve()
-    with _stage_environment(root), Repo(str(root)) as repo:
+    with _stage_environment(root), _open_repo(root) as repo:
         repo.add([path])
 
 
 def restore(root: Path, path: str) -> bool:
     """`dvc checkout <path>.dvc` when <path> is missing but tracked; True if it is there now."""
     from dvc.exceptions import DvcException
-    from dvc.repo import Repo
 
     root = Path(root).resolve()
     if (root / path).exists():
         return True
     if not (root / f"{path}.dvc").is_file():
         return False
-    with _stage_environment(root), Repo(str(root)) as repo:
+    with _stage_environment(root), _open_repo(root) as repo:
         try:
             repo.checkout(targets=[f"{path}.dvc"])
         except DvcException as err:
-            raise ValueError(f"{path} is tracked in {path}.dvc but cannot be restored from "
-                             f"the DVC cache: {err}") from err
+            raise DataError(f"{path} is tracked in {path}.dvc but cannot be restored from "
+                            f"the DVC cache: {err}") from err
     return (root / path).exists()
 
 
@@ -131,8 +139,8 @@ def set_stage(root: Path, name: str, cmd: str, deps: list[str], outs: list[str],
         clash = [o for o in outs for theirs in (stage or {}).get("outs", [])
                  if _overlaps(o, theirs if isinstance(theirs, str) else next(iter(theirs)))]
         if other != name and clash:
-            raise ValueError(f"stage {other!r} in {path} already writes {clash[0]}: "
-                             "choose another dataset name")
+            raise DataError(f"stage {other!r} in {path} already writes {clash[0]}: "
+                            "choose another dataset name")
     entry = {"cmd": cmd, "deps": deps, "outs": outs}
     if params:
         entry = {"cmd": cmd, "deps": deps, "params": params, "outs": outs}
@@ -148,13 +156,11 @@ def _overlaps(a: str, b: str) -> bool:
 
 def verify(root: Path, dataset: str, md5s: dict[str, str]) -> int:
     """md5 of every file of each pinned split — in the workspace and in DVC's cache —
-    against DVC's listing for that split; ValueError naming each mismatch. Returns the
+    against DVC's listing for that split; DataError naming each mismatch. Returns the
     number of files checked. Guards training against bit rot and hand edits that DVC's
     own mtime-based state would miss."""
-    from dvc.repo import Repo
-
     root = Path(root).resolve()
-    with Repo(str(root)) as repo:
+    with _open_repo(root) as repo:
         cache = Path(repo.cache.local.path)
     problems, checked = [], 0
     for split, md5 in md5s.items():
@@ -172,8 +178,8 @@ def verify(root: Path, dataset: str, md5s: dict[str, str]) -> int:
                     problems.append(f"{rel} ({where}): md5 {found}, pinned {entry['md5']}")
             checked += 1
     if problems:
-        raise ValueError(f"{len(problems)} data file(s) differ from what dvc.lock pins — "
-                         f"corrupted; nothing was trained: " + "; ".join(problems[:5]))
+        raise DataError(f"{len(problems)} data file(s) differ from what dvc.lock pins — "
+                        f"corrupted; nothing was trained: " + "; ".join(problems[:5]))
     return checked
 
 

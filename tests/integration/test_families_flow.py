@@ -41,25 +41,25 @@ def test_retrain_flow_with_each_family(tiny_project, prefect_harness, detect_fam
 
     client = MlflowClient(tracking_uri(project, load_params(project / "params.yaml").mlflow))
     image = sorted((project / "data/prepared/shapes/test/images").glob("*.png"))[0]
-    assert [o["name"] for o in outcomes] == ["shapes-detect", "shapes-segment"]
+    assert [o.name for o in outcomes] == ["shapes-detect", "shapes-segment"]
     detect, segment = outcomes
-    assert "map50" in detect["metrics"] and "mask_map50" not in detect["metrics"]
+    assert "map50" in detect.metrics and "mask_map50" not in detect.metrics
     if instance:
-        assert "mask_map50" in segment["metrics"] and "map50" in segment["metrics"]
+        assert "mask_map50" in segment.metrics and "map50" in segment.metrics
     else:
-        assert "miou" in segment["metrics"] and "map50" not in segment["metrics"]
+        assert "miou" in segment.metrics and "map50" not in segment.metrics
     for outcome, family in ((detect, detect_family), (segment, segment_family)):
-        run = client.get_run(outcome["run_id"])
+        run = client.get_run(outcome.run_id)
         assert run.info.status == "FINISHED"
-        assert run.data.params[f"{outcome['name'].split('-')[1]}.family"] == family
+        assert run.data.params[f"{outcome.name.split('-')[1]}.family"] == family
         assert any(m.step == 1 for k in run.data.metrics  # per-epoch metrics forwarded
-                   for m in client.get_metric_history(outcome["run_id"], k))
-        assert outcome["verdict"]["passed"], outcome["verdict"]
-        version = client.get_model_version(outcome["name"], outcome["version"])
+                   for m in client.get_metric_history(outcome.run_id, k))
+        assert outcome.verdict.passed, outcome.verdict
+        version = client.get_model_version(outcome.name, outcome.version)
         assert "champion" in version.aliases
         # the champion loads by alias as an MLflow pyfunc and answers for a test image
         monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)
-        model = mlflow.pyfunc.load_model(f"models:/{outcome['name']}@champion")
+        model = mlflow.pyfunc.load_model(f"models:/{outcome.name}@champion")
         (answer,) = model.predict(pd.DataFrame({"image": [serving.encode_image(image)]}),
                                   params={"min_score": 0.0})
         assert (answer["width"], answer["height"]) == (64, 64)

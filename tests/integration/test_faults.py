@@ -119,7 +119,7 @@ def test_truncated_checkpoint_is_a_clear_error_and_promotes_nothing(tiny_project
 
     monkeypatch.setattr(unet, "train", train_then_truncate)
     assert main(["retrain", "--root", str(tiny_project)]) == 1
-    assert "cannot be loaded or run — truncated or corrupted?" in capsys.readouterr().err
+    assert "cannot be loaded — truncated or corrupted?" in capsys.readouterr().err
     client = MlflowClient(tracking_uri(tiny_project, load_params(tiny_project / "params.yaml").mlflow))
     assert client.search_registered_models() == []
     (run,) = client.search_runs([client.get_experiment_by_name("visiongate").experiment_id])

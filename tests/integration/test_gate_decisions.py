@@ -12,7 +12,7 @@ from visiongate.tracking import tracking_uri
 pytestmark = pytest.mark.integration
 
 
-def _run(project, params: dict, epochs: int) -> dict:
+def _run(project, params: dict, epochs: int):
     from flows.retrain import retrain
 
     params["segment"]["epochs"] = epochs
@@ -28,30 +28,30 @@ def test_worse_candidate_refused_then_better_one_promoted(tiny_project, prefect_
     client = MlflowClient(tracking_uri(tiny_project, load_params(tiny_project / "params.yaml").mlflow))
 
     champion = _run(tiny_project, params, epochs=4)
-    assert champion["verdict"]["passed"] and champion["champion_version"] is None
+    assert champion.verdict.passed and champion.champion_version is None
 
     worse = _run(tiny_project, params, epochs=1)
-    drop = champion["metrics"]["miou"] - worse["metrics"]["miou"]
+    drop = champion.metrics["miou"] - worse.metrics["miou"]
     assert drop > 0.01, f"precondition: 1 epoch should be worse than 4 (drop {drop:.4f})"
     # the champion was re-scored now on the same pinned split: the same number as when it won
-    assert worse["champion_metrics"]["miou"] == pytest.approx(champion["metrics"]["miou"], abs=1e-6)
-    assert not worse["verdict"]["passed"]
-    assert any(r.startswith("miou") and "max drop 0.010" in r for r in worse["verdict"]["reasons"])
-    name = champion["name"]
-    assert str(client.get_model_version_by_alias(name, "champion").version) == champion["version"]
-    refused = client.get_model_version(name, worse["version"])
+    assert worse.champion_metrics["miou"] == pytest.approx(champion.metrics["miou"], abs=1e-6)
+    assert not worse.verdict.passed
+    assert any(r.startswith("miou") and "max drop 0.010" in r for r in worse.verdict.reasons)
+    name = champion.name
+    assert str(client.get_model_version_by_alias(name, "champion").version) == champion.version
+    refused = client.get_model_version(name, worse.version)
     assert set(refused.aliases) == {"challenger"} and refused.tags["gate.passed"] == "false"
-    report = open(client.download_artifacts(worse["run_id"], "gate_report.md")).read()
+    report = open(client.download_artifacts(worse.run_id, "gate_report.md")).read()
     assert f"# {name}: KEEP CHAMPION" in report
-    assert "❌ `no-regression:miou`" in report and f"champion (v{champion['version']})" in report
-    artifacts = {f.path for f in client.list_artifacts(worse["run_id"], "plots")}
+    assert "❌ `no-regression:miou`" in report and f"champion (v{champion.version})" in report
+    artifacts = {f.path for f in client.list_artifacts(worse.run_id, "plots")}
     assert {"plots/confusion_matrix.png", "plots/worst_images.png"} <= artifacts
     assert "[worst_images.png](plots/worst_images.png)" in report
 
     better = _run(tiny_project, params, epochs=8)
-    assert better["metrics"]["miou"] > champion["metrics"]["miou"] - 0.01
-    assert better["verdict"]["passed"], better["verdict"]
-    assert str(client.get_model_version_by_alias(name, "champion").version) == better["version"]
-    assert str(client.get_model_version_by_alias(name, "previous-champion").version) == champion["version"]
-    report = open(client.download_artifacts(better["run_id"], "gate_report.md")).read()
+    assert better.metrics["miou"] > champion.metrics["miou"] - 0.01
+    assert better.verdict.passed, better.verdict
+    assert str(client.get_model_version_by_alias(name, "champion").version) == better.version
+    assert str(client.get_model_version_by_alias(name, "previous-champion").version) == champion.version
+    report = open(client.download_artifacts(better.run_id, "gate_report.md")).read()
     assert f"# {name}: PROMOTE" in report and "✅ `no-regression:miou`" in report

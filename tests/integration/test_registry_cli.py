@@ -99,7 +99,7 @@ def test_models_list_shows_versions_aliases_and_metrics(store, capsys):
     assert model["name"] == NAME
     assert [(v["version"], v["aliases"], v["gate"]) for v in model["versions"]] == [
         ("3", ["challenger", "champion"], "true"), ("2", [], "false"), ("1", [], "true")]
-    assert model["versions"][0]["metrics"] == {"miou": 0.61, "dice": 0.7}
+    assert model["versions"][0]["metrics"] == {"miou": 0.61, "dice": 0.7, "pixel_acc": 0.9}
 
     code, out, _ = _cli(capsys, "models", "list", "--name", NAME, *root)
     assert code == 0

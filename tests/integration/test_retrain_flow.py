@@ -24,45 +24,45 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
     assert (tiny_project / "data/prepared/shapes/train/annotations.json").exists()
 
     client = MlflowClient(tracking_uri(tiny_project, load_params(tiny_project / "params.yaml").mlflow))
-    assert [o["name"] for o in first] == ["shapes-detect", "shapes-segment"]
+    assert [o.name for o in first] == ["shapes-detect", "shapes-segment"]
     for outcome in first:
-        run = client.get_run(outcome["run_id"])
+        run = client.get_run(outcome.run_id)
         assert run.info.status == "FINISHED"
         for split, md5 in pinned.items():
             assert run.data.params[f"data.md5.{split}"] == md5
         assert any(k.startswith("test/") for k in run.data.metrics)
         assert any(m.step == 1 for k in run.data.metrics
-                   for m in client.get_metric_history(outcome["run_id"], k)), "no per-epoch metric"
-        artifacts = {f.path for f in client.list_artifacts(outcome["run_id"])}
+                   for m in client.get_metric_history(outcome.run_id, k)), "no per-epoch metric"
+        artifacts = {f.path for f in client.list_artifacts(outcome.run_id)}
         assert "gate_report.md" in artifacts
-        report = client.download_artifacts(outcome["run_id"], "gate_report.md")
+        report = client.download_artifacts(outcome.run_id, "gate_report.md")
         report_text = open(report).read()
-        assert outcome["name"] in report_text
-        if outcome["name"] == "shapes-detect":  # robustness configured for the detector only
+        assert outcome.name in report_text
+        if outcome.name == "shapes-detect":  # robustness configured for the detector only
             assert "## Robustness" in report_text and "fog" in report_text
             assert "robust/blur/map50" in run.data.metrics
-        assert outcome["verdict"]["passed"], outcome["verdict"]
-        version = client.get_model_version(outcome["name"], outcome["version"])
+        assert outcome.verdict.passed, outcome.verdict
+        version = client.get_model_version(outcome.name, outcome.version)
         assert set(version.aliases) == {"champion", "challenger"}
         assert version.tags["data.md5.test"] == pinned["test"]
         assert version.tags["gate.passed"] == "true"
 
     unchanged = retrain(str(tiny_project))           # same data, params, code: no work
     for before, after in zip(first, unchanged, strict=True):
-        assert after["unchanged"] and after["version"] == before["version"]
-        assert after["champion_version"] == before["version"] and after["run_id"] is None
-        assert len(client.search_model_versions(f"name='{before['name']}'")) == 1
+        assert after.status == "unchanged" and after.version == before.version
+        assert after.champion_version == before.version and after.run_id is None
+        assert len(client.search_model_versions(f"name='{before.name}'")) == 1
 
     second = retrain(str(tiny_project), force=True)
 
     for before, after in zip(first, second, strict=True):
-        name = after["name"]
-        assert after["champion_version"] == before["version"], "champion was not re-evaluated"
-        assert after["champion_metrics"] is not None
+        name = after.name
+        assert after.champion_version == before.version, "champion was not re-evaluated"
+        assert after.champion_metrics is not None
         champion = client.get_model_version_by_alias(name, "champion")
-        assert str(champion.version) == after["version"]
+        assert str(champion.version) == after.version
         previous = client.get_model_version_by_alias(name, "previous-champion")
-        assert str(previous.version) == before["version"]
+        assert str(previous.version) == before.version
         versions = [client.get_model_version(name, v.version)  # search omits aliases
                     for v in client.search_model_versions(f"name='{name}'")]
         assert len(versions) == 2
@@ -84,9 +84,9 @@ def test_refused_candidate_leaves_the_champion_untouched(tiny_project, prefect_h
     assert main(["retrain", "--root", str(tiny_project)]) == GATE_REFUSED
 
     client = MlflowClient(tracking_uri(tiny_project, load_params(params_path).mlflow))
-    assert str(client.get_model_version_by_alias("shapes-detect", "champion").version) == champion["version"]
+    assert str(client.get_model_version_by_alias("shapes-detect", "champion").version) == champion.version
     challenger = client.get_model_version_by_alias("shapes-detect", "challenger")
-    assert str(challenger.version) != champion["version"]
+    assert str(challenger.version) != champion.version
     assert challenger.tags["gate.passed"] == "false"
     assert set(challenger.aliases) == {"challenger"}
     run = client.get_run(challenger.run_id)
@@ -99,9 +99,9 @@ def test_refused_candidate_leaves_the_champion_untouched(tiny_project, prefect_h
     # DVC's log handler was bound to pytest's captured stdout by the earlier flow run, so
     # its "didn't change" line lands here; from a shell it goes to stderr (see cli.py).
     scored = json.loads(out[out.index("{\n"):])
-    assert scored["model"] == f"shapes-detect/{champion['version']}"
-    assert scored["data_md5"] == champion_run_md5(client, champion["run_id"])
-    for key, value in champion["metrics"].items():  # same checkpoint, same pinned split
+    assert scored["model"] == f"shapes-detect/{champion.version}"
+    assert scored["data_md5"] == champion_run_md5(client, champion.run_id)
+    for key, value in champion.metrics.items():  # same checkpoint, same pinned split
         assert scored["metrics"][key] == pytest.approx(value, nan_ok=True, abs=1e-6) or (
             value != value and scored["metrics"][key] is None)
 

@@ -55,7 +55,7 @@ def store(tmp_path_factory) -> dict:
 def _expected(store: dict, task: str, min_score: float) -> list[dict]:
     """What the checkpoint itself predicts, in the serving format."""
     checkpoint = store["checkpoints"][task]
-    meta = models.read_meta(checkpoint)
+    meta = models.CheckpointMeta.read(checkpoint)
     return [serving.to_record(meta, p, (64, 64), min_score)
             for p in models.predict(checkpoint, store["images"])]
 
@@ -81,8 +81,8 @@ def test_checkout_returns_the_logged_checkpoint(store, tmp_path):
     version = registry.resolve(store["uri"], "models:/shapes-segment@champion")
     local = registry.checkout(store["uri"], version, tmp_path)
     original = store["checkpoints"]["segment"]
-    assert models.read_meta(local) == models.read_meta(original)
-    weights = models.read_meta(local)["weights"]
+    assert models.CheckpointMeta.read(local) == models.CheckpointMeta.read(original)
+    weights = models.CheckpointMeta.read(local).weights
     assert (local / weights).read_bytes() == (original / weights).read_bytes()
 
 

@@ -4,6 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from visiongate.config import Params, flatten, load_params, params_hash
+from visiongate.errors import ConfigError, NotFound
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -16,8 +17,31 @@ def test_repo_params_validate():
 
 def test_unknown_key_is_an_error_naming_it(tmp_path):
     (tmp_path / "params.yaml").write_text("detect:\n  epochz: 3\n")
-    with pytest.raises(ValidationError, match="epochz"):
+    with pytest.raises(ConfigError, match="params.yaml: detect.epochz: Extra inputs"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_errors_are_one_line_naming_the_file_and_fields(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("detect:\n  epochs: 0\nsegment:\n  device: gpu\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(path)
+    assert str(err.value) == (
+        f"{path}: detect.epochs: Input should be greater than or equal to 1; "
+        "segment.device: device 'gpu' is not a device spec; choose from auto | cpu | mps | "
+        "cuda | cuda:N | N | N,M,... (CUDA indices)")
+    path.write_text("detect: [epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"params.yaml: not valid YAML at line \d+") as err:
+        load_params(path)
+    assert "\n" not in str(err.value)
+
+
+def test_deep_load_rejects_a_bad_augmentation(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("segment:\n  augment: [{name: HorizontalFlop}]\n")
+    assert load_params(path).segment.augment == [{"name": "HorizontalFlop"}]  # shallow
+    with pytest.raises(ConfigError, match=r"params.yaml: segment.augment\[0\]: .*HorizontalFlop"):
+        load_params(path, deep=True)
 
 
 def test_unknown_shape_class_names_the_choices():
@@ -40,5 +64,5 @@ def test_flatten_and_hash_are_stable():
 
 
 def test_missing_params_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no params file"):
+    with pytest.raises(NotFound, match="no params file"):  # a FileNotFoundError
         load_params(tmp_path / "nope.yaml")

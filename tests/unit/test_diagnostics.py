@@ -64,9 +64,9 @@ def test_worst_orders_by_errors_then_index():
 def split_and_checkpoint(tmp_path: Path):
     generate(SynthConfig(image_size=64, splits={"train": 1, "val": 1, "test": 6}), tmp_path / "d")
     ckpt = tmp_path / "ckpt"
-    models.write_meta(ckpt, family="yolo", task="detect", weights="none",
-                      class_names=["circle", "square", "triangle"],
-                      config={"conf": 0.01, "nms_iou": 0.7, "score_threshold": 0.5})
+    models.CheckpointMeta(family="yolo", task="detect", weights="none",
+                          class_names=["circle", "square", "triangle"],
+                          config={"conf": 0.01, "nms_iou": 0.7, "score_threshold": 0.5}).write(ckpt)
     return tmp_path / "d" / "test", ckpt
 
 

@@ -55,9 +55,9 @@ def test_family_trains_one_epoch_and_predicts(section, family, data_root, tmp_pa
     checkpoint = models.train(cfg, data_root, tmp_path / "ckpt", lambda e, m: epochs.append((e, m)))
     assert [e for e, _ in epochs] == [1]
     assert any(k.startswith("val") or k.startswith("metrics/") for k in epochs[0][1])
-    meta = models.read_meta(checkpoint)
-    assert meta["family"] == family and meta["task"] == cfg.task
-    assert meta["config"]["family"] == family
+    meta = models.CheckpointMeta.read(checkpoint)
+    assert meta.family == family and meta.task == cfg.task
+    assert meta.config["family"] == family and meta.class_names == ("circle", "square", "triangle")
     images = sorted((data_root / "test" / "images").glob("*.png"))
     preds = models.predict(checkpoint, images)
     assert len(preds) == len(images)
@@ -121,6 +121,7 @@ def test_local_weights_are_loaded_and_missing_ones_refused(data_root, tmp_path):
 
 
 def test_unknown_family_in_a_checkpoint_is_a_clear_error(tmp_path):
-    models.write_meta(tmp_path, family="vgg", task="detect", weights="w.pt")
+    models.CheckpointMeta(family="vgg", task="detect", class_names=(),
+                          weights="w.pt").write(tmp_path)
     with pytest.raises(ValueError, match="unknown model family 'vgg'.*choose from"):
         models.predict(tmp_path, [])

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from visiongate.config import GateConfig, RobustnessConfig
 from visiongate.gates import Check, GateResult, evaluate_gate
+from visiongate.outcomes import QuarantineSummary
 
 CFG = GateConfig(floors={"map50": 0.5}, max_drop={"map50": 0.03, "map50_95": 0.05})
 
@@ -46,8 +47,8 @@ def test_non_regression_fail():
     assert not result.passed
     assert _check(result, "floor:map50").passed
     assert _check(result, "no-regression:map50_95").passed
-    assert result.reasons == [
-        "map50 0.700 dropped 0.120 vs champion 0.820 (max drop 0.030)"]
+    assert result.reasons == ["map50 0.700 dropped 0.120 vs champion 0.820 "
+                              "(max drop 0.030; point estimates: no per-image records)"]
 
 
 def test_no_champion_records_passing_regression_checks():
@@ -88,12 +89,12 @@ def test_empty_config_passes_and_says_so():
     assert result.reasons == ["no gate checks configured"]
 
 
-def test_to_dict_and_frozen():
+def test_result_fields_and_frozen():
     result = evaluate_gate({"map50": 0.4}, None, GateConfig(floors={"map50": 0.5}))
-    assert result.to_dict() == {
-        "passed": False, "reasons": ["map50 0.400 < floor 0.500"],
-        "checks": [{"name": "floor:map50", "passed": False,
-                    "detail": "map50 0.400 < floor 0.500"}]}
+    assert (result.passed, result.reasons) == (False, ["map50 0.400 < floor 0.500"])
+    assert result.checks == (Check("floor:map50", False, "map50 0.400 < floor 0.500", 0.4,
+                                   rule="point estimate >= floor"),)
+    assert result.confidence is None and result.intervals == ()   # no bootstrap samples
     with pytest.raises(AttributeError):
         result.passed = True  # type: ignore[misc]
 
@@ -141,8 +142,8 @@ def test_robustness_pass_and_fail():
     bad = evaluate_gate(clean, None, ROBUST,
                         robustness={"blur": {"map50": 0.4}, "low_light": {"map50": 0.9}})
     assert not bad.passed
-    assert bad.reasons == ["blur (severity 1): map50 0.400 vs clean 0.800 "
-                           "(relative drop 50.0%, max 30.0%)"]
+    assert bad.reasons == ["blur (severity 1): map50 0.400 vs clean 0.800 (relative drop "
+                           "50.0%, max 30.0%; point estimates: no per-image records)"]
 
 
 def test_robustness_missing_nan_and_not_evaluated():
@@ -176,9 +177,9 @@ def test_unknown_corruption_names_the_choices():
 
 def test_data_quality_gate():
     cfg = GateConfig(max_quarantine_share=0.05)
-    ok = evaluate_gate({}, None, cfg, quarantine={"images": 95, "quarantined": 5, "share": 0.05})
+    ok = evaluate_gate({}, None, cfg, quarantine=QuarantineSummary(95, 5, 0.05, {}))
     assert ok.passed and ok.checks[0].name == "data-quality"
-    bad = evaluate_gate({}, None, cfg, quarantine={"images": 94, "quarantined": 6, "share": 0.06})
+    bad = evaluate_gate({}, None, cfg, quarantine=QuarantineSummary(94, 6, 0.06, {}))
     assert not bad.passed and "6 of 100 images (6.0%) > max 5.0%" in bad.reasons[0]
     unknown = evaluate_gate({}, None, cfg)
     assert not unknown.passed and "unknown" in unknown.reasons[0]

@@ -6,6 +6,7 @@ import math
 
 from visiongate.config import GateConfig, RobustnessConfig
 from visiongate.gates import evaluate_gate
+from visiongate.outcomes import QuarantineSummary
 from visiongate.report import gate_report
 
 CFG = GateConfig(floors={"map50": 0.5}, max_drop={"map50": 0.03})
@@ -81,7 +82,7 @@ def test_report_per_class_table_and_plot_links():
 
 def test_report_data_quality_check():
     cfg = GateConfig(floors={"map50": 0.5}, max_quarantine_share=0.05)
-    bad = {"images": 93, "quarantined": 7, "share": 0.07, "by_kind": {"zero-byte": 7}}
+    bad = QuarantineSummary(images=93, quarantined=7, share=0.07, by_kind={"zero-byte": 7})
     result = evaluate_gate({"map50": 0.9}, None, cfg, quarantine=bad)
     assert not result.passed
     assert "quarantined 7 of 100 images (7.0%) > max 5.0%" in gate_report(

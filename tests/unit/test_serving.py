@@ -17,10 +17,12 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from visiongate import serving
-from visiongate.models import write_meta
+from visiongate.models import CheckpointMeta
 
-DETECT = {"family": "fake", "task": "detect", "class_names": ["circle", "square"]}
-SEGMENT = {"family": "fake", "task": "segment", "class_names": ["background", "circle", "square"]}
+DETECT = CheckpointMeta(family="fake", task="detect", class_names=("circle", "square"),
+                        weights="none")
+SEGMENT = CheckpointMeta(family="fake", task="segment", class_names=("circle", "square"),
+                         weights="none")
 
 
 def _png(size=(40, 30), colour=(10, 200, 30)) -> bytes:
@@ -104,7 +106,7 @@ def test_predict_folder_writes_coco_predictions_overlays_and_skipped(tmp_path: P
     (images / "notes.txt").write_text("not an image")
     (images / "broken.png").write_bytes(_png()[:50])
     checkpoint = tmp_path / "ckpt"
-    write_meta(checkpoint, **DETECT, weights="none")
+    DETECT.write(checkpoint)
     monkeypatch.setattr(serving, "predictor",
                         lambda ckpt: lambda paths: [_detections()] * len(paths))
 

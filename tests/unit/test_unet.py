@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from visiongate.config import SegmentConfig
-from visiongate.models import read_meta
+from visiongate.models import CheckpointMeta
 from visiongate.models import unet
 
 CLASSES = ["circle", "square", "triangle"]
@@ -109,11 +109,11 @@ def test_train_writes_loadable_checkpoints_and_reports_each_epoch(data_root, tmp
     for name in ("last.pt", "best.pt"):
         state = torch.load(tmp_path / "ckpt" / name, map_location="cpu", weights_only=True)
         assert state["config"] == cfg.model_dump(mode="json")
-        assert state["class_names"] == ["background", *CLASSES]
+        assert state["class_names"] == CLASSES
     assert torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)["epoch"] == 2
-    meta = read_meta(tmp_path / "ckpt")
-    assert meta["family"] == "unet" and meta["task"] == "segment" and meta["weights"] == "best.pt"
-    assert meta["class_names"] == ["background", *CLASSES] and meta["imgsz"] == 64
+    meta = CheckpointMeta.read(tmp_path / "ckpt")
+    assert meta.family == "unet" and meta.task == "segment" and meta.weights == "best.pt"
+    assert meta.class_names == tuple(CLASSES) and meta.imgsz == 64 and meta.format_version == 2
 
 
 def test_predict_returns_label_maps_at_each_image_size(data_root, tmp_path):

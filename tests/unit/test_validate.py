@@ -14,6 +14,7 @@ from visiongate.config import ValidationConfig
 from visiongate.datasets.coco import SPLITS, load_split
 from visiongate.datasets.prepare import prepare, tree_md5
 from visiongate.datasets.validate import check_prepared, read_quarantine
+from visiongate.outcomes import QuarantineSummary
 
 CFG = ValidationConfig(max_quarantine_share=0.2, clip_tolerance=0.02)
 GOOD = 6  # good images beside each bad one: 1 of 7 quarantined stays under 20 %
@@ -173,9 +174,9 @@ def test_each_bad_input_gets_its_quarantine_line(case, tmp_path, sources):
     assert lines[0].detail
     assert tree_md5(tmp_path / "src") == before  # the source's bytes never change
     summary = check_prepared(tmp_path / "out")
-    assert summary["quarantined"] == (1 if action == "image_left_out" else 0)
-    assert summary["images"] == sum(info["images"].values())
-    assert summary["by_kind"] == {kind: 1}
+    assert summary.quarantined == (1 if action == "image_left_out" else 0)
+    assert summary.images == sum(info["images"].values())
+    assert summary.by_kind == {kind: 1}
 
 
 def test_clipped_box_is_clipped_and_good_objects_stay(tmp_path, sources):
@@ -229,5 +230,5 @@ def test_check_prepared_on_a_generated_dataset_has_no_quarantine(tmp_path):
     from visiongate.datasets.synth import generate
 
     generate(SynthConfig(image_size=32, splits={"train": 2, "val": 1, "test": 1}), tmp_path)
-    assert check_prepared(tmp_path) == {"images": 4, "quarantined": 0, "share": 0.0,
-                                        "by_kind": {}}
+    assert check_prepared(tmp_path) == QuarantineSummary(images=4, quarantined=0, share=0.0,
+                                                         by_kind={})

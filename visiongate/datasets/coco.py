@@ -17,7 +17,10 @@ import numpy as np
 import yaml
 from PIL import Image
 
-SPLITS = ("train", "val", "test")
+from visiongate import geometry
+from visiongate.errors import DataError, NotFound
+from visiongate.paths import SPLITS
+
 COCO_KEYS = ("images", "annotations", "categories")
 
 
@@ -49,23 +52,23 @@ class Split:
 
 
 def load_split(split_dir: Path) -> Split:
-    """Load one split's annotations.json; FileNotFoundError / ValueError name the file."""
+    """Load one split's annotations.json; NotFound / DataError name the file."""
     split_dir = Path(split_dir)
     path = split_dir / "annotations.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no COCO annotations at {path}")
+        raise NotFound(f"no COCO annotations at {path}")
     try:
         coco = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from err
+        raise DataError(f"{path} is not valid JSON: {err}") from err
     if not isinstance(coco, dict) or any(not isinstance(coco.get(k), list) for k in COCO_KEYS):
-        raise ValueError(f"{path} is not a COCO dict: needs lists {', '.join(COCO_KEYS)}")
+        raise DataError(f"{path} is not a COCO dict: needs lists {', '.join(COCO_KEYS)}")
     try:
         by_image: dict[int, list[dict]] = {image["id"]: [] for image in coco["images"]}
         for ann in coco["annotations"]:
             by_image.setdefault(ann["image_id"], []).append(ann)
     except (KeyError, TypeError) as err:
-        raise ValueError(f"{path}: image or annotation without an id/image_id ({err!r})") from err
+        raise DataError(f"{path}: image or annotation without an id/image_id ({err!r})") from err
     return Split(split_dir, coco["images"], by_image, coco["categories"])
 
 
@@ -73,14 +76,14 @@ def read_semantic_mask(split: Split, image: dict) -> np.ndarray:
     """The (H, W) uint8 label map of an image: 0 = background, k = category id k."""
     path = split.mask_path(image)
     if not path.is_file():
-        raise FileNotFoundError(f"no semantic mask at {path}")
+        raise NotFound(f"no semantic mask at {path}")
     with Image.open(path) as mask_image:
         if mask_image.mode != "L":
-            raise ValueError(f"{path}: mask mode is {mask_image.mode!r}, expected 'L'")
+            raise DataError(f"{path}: mask mode is {mask_image.mode!r}, expected 'L'")
         mask = np.asarray(mask_image, dtype=np.uint8)
     if mask.shape != (image["height"], image["width"]):
-        raise ValueError(f"{path}: mask is {mask.shape[::-1]} (w, h), image says "
-                         f"({image['width']}, {image['height']})")
+        raise DataError(f"{path}: mask is {mask.shape[::-1]} (w, h), image says "
+                        f"({image['width']}, {image['height']})")
     return mask
 
 
@@ -93,15 +96,11 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 def _yolo_lines(anns: list[dict], image: dict, class_index: dict[int, int]) -> list[str]:
     """`cls cx cy w h`, normalised to [0, 1]; crowd regions are left out, as ultralytics does."""
-    width, height = image["width"], image["height"]
-    lines = []
-    for ann in anns:
-        if ann.get("iscrowd", 0):
-            continue
-        x, y, w, h = ann["bbox"]
-        box = np.clip([(x + w / 2) / width, (y + h / 2) / height, w / width, h / height], 0, 1)
-        lines.append(f"{class_index[ann['category_id']]} " + " ".join(f"{v:.6f}" for v in box))
-    return lines
+    anns = [a for a in anns if not a.get("iscrowd", 0)]
+    boxes = np.clip(geometry.xywh_to_yolo([a["bbox"] for a in anns], image["width"],
+                                          image["height"]), 0, 1)
+    return [f"{class_index[ann['category_id']]} " + " ".join(f"{v:.6f}" for v in box)
+            for ann, box in zip(anns, boxes, strict=True)]
 
 
 def _export_split(split: Split, name: str, out_dir: Path, class_index: dict[int, int]) -> None:
@@ -115,8 +114,8 @@ def _export_split(split: Split, name: str, out_dir: Path, class_index: dict[int,
     for image in split.images:
         file_name = Path(image["file_name"]).name
         if file_name in seen:
-            raise ValueError(f"{split.root}: two images named {file_name!r}; "
-                             "YOLO needs unique names")
+            raise DataError(f"{split.root}: two images named {file_name!r}; "
+                            "YOLO needs unique names")
         seen.add(file_name)
         _link_or_copy(split.image_path(image), images_dir / file_name)
         lines = _yolo_lines(split.annotations.get(image["id"], []), image, class_index)
@@ -136,13 +135,13 @@ def export_yolo(dataset_root: Path, out_dir: Path) -> Path:
         raise ValueError(f"export dir {out_dir} is inside the dataset {dataset_root}")
     present = [s for s in SPLITS if (dataset_root / s / "annotations.json").is_file()]
     if not present:
-        raise FileNotFoundError(f"no split with annotations.json under {dataset_root}")
+        raise NotFound(f"no split with annotations.json under {dataset_root}")
     splits = {name: load_split(dataset_root / name) for name in present}
     categories = sorted(splits[present[0]].categories, key=lambda c: c["id"])
     class_index = {c["id"]: i for i, c in enumerate(categories)}
     for name, split in splits.items():
         if split.class_names != splits[present[0]].class_names:
-            raise ValueError(f"{split.root}: categories differ from the {present[0]} split")
+            raise DataError(f"{split.root}: categories differ from the {present[0]} split")
         _export_split(split, name, out_dir, class_index)
     data = {"path": str(out_dir), **{name: f"images/{name}" for name in present},
             "names": {i: c["name"] for i, c in enumerate(categories)}}

@@ -13,6 +13,7 @@ share of images passes `validation.max_quarantine_share`. Never writes to the so
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from visiongate.datasets import splits as splitting
 from visiongate.datasets.formats import FORMATS, read_source
 from visiongate.datasets.formats.canonical import write_canonical
 from visiongate.datasets.validate import summarize, validate, write_quarantine
+from visiongate.errors import ConfigError, DataError, VisiongateError
 
 QUARANTINE = "quarantine.csv"
 INFO = "info.json"
@@ -42,22 +44,21 @@ def prepare(fmt: str, src: Path, out: Path, ratios: dict[str, float] | None = No
     summary = summarize(issues, len(kept))
     report = out / QUARANTINE
     if not kept:
-        raise ValueError(f"{src}: no usable {fmt} image ({summary['quarantined']} quarantined, "
-                         f"see {report})")
+        raise DataError(f"{src}: no usable {fmt} image ({summary.quarantined} quarantined, "
+                        f"see {report})")
     if not source.classes:
-        raise ValueError(f"{src}: no class names found for format {fmt}")
-    if summary["share"] > cfg.max_quarantine_share:
-        total = summary["images"] + summary["quarantined"]
-        raise ValueError(f"{src}: {summary['quarantined']} of {total} images quarantined "
-                         f"({summary['share']:.1%}) > validation.max_quarantine_share "
-                         f"{cfg.max_quarantine_share:.0%}; see {report}")
+        raise DataError(f"{src}: no class names found for format {fmt}")
+    if summary.share > cfg.max_quarantine_share:
+        raise DataError(f"{src}: {summary.quarantined} of {summary.total} images quarantined "
+                        f"({summary.share:.1%}) > validation.max_quarantine_share "
+                        f"{cfg.max_quarantine_share:.0%}; see {report}")
     assigned = splitting.assign(kept, ratios or splitting.DEFAULT_RATIOS, seed)
     empty = [name for name, items in assigned.items() if not items]
     if empty:
-        raise ValueError(f"{src}: split(s) {', '.join(empty)} empty after quarantine "
-                         f"({len(kept)} usable images); change --split or add images")
+        raise DataError(f"{src}: split(s) {', '.join(empty)} empty after quarantine "
+                        f"({len(kept)} usable images); change --split or add images")
     info = write_canonical(source, assigned, out)
-    info.update(quarantine=summary, seed=seed, ratios=ratios or splitting.DEFAULT_RATIOS)
+    info.update(quarantine=dataclasses.asdict(summary), seed=seed, ratios=ratios or splitting.DEFAULT_RATIOS)
     (out / INFO).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -91,7 +92,7 @@ def validation_config(params_file: Path) -> ValidationConfig:
     try:
         return ValidationConfig.model_validate(section or {})
     except pydantic.ValidationError as err:
-        raise ValueError(f"{params_file}: invalid `validation` section: {err}") from err
+        raise ConfigError(f"{params_file}: invalid `validation` section: {err}") from err
 
 
 def format_summary(info: dict, out: Path) -> str:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         info = prepare(args.format, args.src, args.out, splitting.parse_ratios(args.split),
                        args.seed, cfg)
-    except (FileNotFoundError, ValueError) as err:
+    except VisiongateError as err:
         raise SystemExit(f"prepare: error: {err}") from None
     print(format_summary(info, args.out) + f" ({time.perf_counter() - start:.1f}s)")
 

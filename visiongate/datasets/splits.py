@@ -9,26 +9,27 @@ from __future__ import annotations
 import hashlib
 
 from visiongate.datasets.formats.base import SPLITS, Item
+from visiongate.errors import ConfigError
 
 DEFAULT_RATIOS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
 def parse_ratios(text: str) -> dict[str, float]:
-    """"train=0.7,val=0.15,test=0.15" -> {split: share}; ValueError names the bad part."""
+    """"train=0.7,val=0.15,test=0.15" -> {split: share}; ConfigError names the bad part."""
     ratios: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, _, value = part.partition("=")
         if name not in SPLITS or not value:
-            raise ValueError(f"--split part {part!r}: expected SPLIT=SHARE with SPLIT in "
-                             f"{', '.join(SPLITS)}")
+            raise ConfigError(f"--split part {part!r}: expected SPLIT=SHARE with SPLIT in "
+                              f"{', '.join(SPLITS)}")
         try:
             ratios[name] = float(value)
         except ValueError:
-            raise ValueError(f"--split part {part!r}: {value!r} is not a number") from None
+            raise ConfigError(f"--split part {part!r}: {value!r} is not a number") from None
         if not 0 <= ratios[name] <= 1:
-            raise ValueError(f"--split part {part!r}: share must be within 0..1")
+            raise ConfigError(f"--split part {part!r}: share must be within 0..1")
     if set(ratios) != set(SPLITS) or abs(sum(ratios.values()) - 1) > 1e-6:
-        raise ValueError(f"--split {text!r}: give train, val and test shares summing to 1")
+        raise ConfigError(f"--split {text!r}: give train, val and test shares summing to 1")
     return ratios
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from visiongate.datasets.coco import SPLITS, load_split
+from visiongate.errors import NotFound
 
 SMALL, MEDIUM = 32 ** 2, 96 ** 2
 
@@ -49,7 +50,7 @@ def dataset_stats(prepared_root: Path) -> dict:
         stats["classes"] = stats["classes"] or list(split.class_names)
         stats["splits"][name], stats["box_sizes"][name] = _split_stats(split)
     if not stats["splits"]:
-        raise FileNotFoundError(f"no split with annotations.json under {prepared_root}")
+        raise NotFound(f"no split with annotations.json under {prepared_root}")
     return stats
 
 

@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 from visiongate.config import SynthConfig, load_params
+from visiongate.paths import SPLITS as SPLIT_ORDER  # the index seeds each split: independent
+from visiongate.vocab import SHAPE_NAMES
 
-SPLIT_ORDER = ("train", "val", "test")  # the index seeds each split, so splits are independent
 MIN_VISIBLE = 0.5       # an instance must keep at least this fraction of its area visible
 PLACEMENT_TRIES = 12
 COLOUR_TRIES = 16
@@ -66,6 +67,7 @@ def _star(d: float, rng: np.random.Generator) -> np.ndarray:
 # shape name -> outline (N, 2) centred on the origin, from a size in pixels
 SHAPES = {"circle": _circle, "square": _square, "triangle": _triangle,
           "ellipse": _ellipse, "star": _star}
+assert tuple(SHAPES) == SHAPE_NAMES, "params.yaml's shape names (vocab) and synth differ"
 
 
 def _background(size: int, rng: np.random.Generator) -> np.ndarray:

@@ -20,6 +20,8 @@ from tqdm import tqdm
 from visiongate.datasets.coco import SPLITS, load_split
 from visiongate.datasets.formats import base, masks
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
+from visiongate.errors import DataError
+from visiongate.outcomes import QuarantineSummary
 
 QUARANTINE_FIELDS = ("file", "kind", "detail", "action")
 PROGRESS_FROM = 200  # items: smaller imports print no progress bar
@@ -194,17 +196,16 @@ def quarantined_images(issues: list[Issue]) -> int:
     return len({i.file for i in issues if i.action == base.IMAGE_LEFT_OUT})
 
 
-def summarize(issues: list[Issue], images: int) -> dict:
-    """{"images", "quarantined", "share", "by_kind"}: images = images kept."""
+def summarize(issues: list[Issue], images: int) -> QuarantineSummary:
+    """The summary of a quarantine report; images = images kept."""
     quarantined = quarantined_images(issues)
     total = images + quarantined
-    return {"images": images, "quarantined": quarantined,
-            "share": quarantined / total if total else 0.0,
-            "by_kind": dict(sorted(Counter(i.kind for i in issues).items()))}
+    return QuarantineSummary(images, quarantined, quarantined / total if total else 0.0,
+                             dict(sorted(Counter(i.kind for i in issues).items())))
 
 
-def check_prepared(prepared_root: Path) -> dict:
-    """Summary of a canonical dataset's quarantine report; ValueError if a split is broken.
+def check_prepared(prepared_root: Path) -> QuarantineSummary:
+    """Summary of a canonical dataset's quarantine report; DataError if a split is broken.
 
     Checks every split's annotations.json and that each image exists and its header
     decodes to the recorded size (headers only: fast).
@@ -215,7 +216,7 @@ def check_prepared(prepared_root: Path) -> dict:
         try:
             split = load_split(prepared_root / name)
         except FileNotFoundError as err:
-            raise ValueError(f"{prepared_root}: split {name!r} is unreadable: {err}") from err
+            raise DataError(f"{prepared_root}: split {name!r} is unreadable: {err}") from err
         for image in split.images:
             path = split.image_path(image)
             size, kind, detail = (None, "missing", "no such file") if not path.is_file() else \
@@ -227,6 +228,6 @@ def check_prepared(prepared_root: Path) -> dict:
                 problems.append(f"{path}: {detail}")
         images += len(split.images)
     if problems:
-        raise ValueError(f"{prepared_root}: {len(problems)} broken image(s), e.g. "
-                         + "; ".join(problems[:3]))
+        raise DataError(f"{prepared_root}: {len(problems)} broken image(s), e.g. "
+                        + "; ".join(problems[:3]))
     return summarize(read_quarantine(prepared_root / "quarantine.csv"), images)

@@ -3,8 +3,11 @@
     train(cfg, data_root, out_dir, on_epoch) -> checkpoint directory
     predict(checkpoint, image_paths) -> predictions
 
-A checkpoint is a directory holding `meta.json` (family, task, class names, the config
-section it was trained with) and the family's weights file. Predictions are plain numpy:
+A checkpoint is a directory holding `meta.json` and the family's weights file. `meta.json`
+is a `CheckpointMeta` (visiongate.models.meta): format_version, family, task, class_names
+(the dataset's category names in id order, never a model-made "background"), weights (a
+bare file name in the folder) and the config section it was trained with. A meta.json of
+another format version is refused (ModelError): retrain. Predictions are plain numpy:
 
 - detection: one dict per image, {"boxes": (N,4) float xyxy pixels, "scores": (N,),
   "labels": (N,) int category ids (1..K, as in the COCO JSON)};
@@ -20,7 +23,6 @@ retinanet, ssdlite (torchvision); segment — unet, fcn, deeplabv3 (semantic, me
 from __future__ import annotations
 
 import importlib
-import json
 import pickle
 import shutil
 import zipfile
@@ -29,20 +31,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from visiongate.errors import ModelError
+from visiongate.models.meta import META_FILE, CheckpointMeta
+
+__all__ = ["CheckpointMeta", "OnEpoch", "export_checkpoint", "load", "predict", "train"]
+
 OnEpoch = Callable[[int, dict[str, float]], None]
 """Called after each epoch with (epoch starting at 1, metrics such as losses and val scores)."""
-
-
-def read_meta(checkpoint: Path) -> dict[str, Any]:
-    meta_path = Path(checkpoint) / "meta.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{checkpoint} is not a visiongate checkpoint (no meta.json)")
-    return json.loads(meta_path.read_text())
-
-
-def write_meta(checkpoint: Path, **meta: Any) -> None:
-    Path(checkpoint).mkdir(parents=True, exist_ok=True)
-    (Path(checkpoint) / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
 _MODULES = {"yolo": "yolo", "rtdetr": "yolo", "unet": "unet",
@@ -53,7 +48,7 @@ _MODULES = {"yolo": "yolo", "rtdetr": "yolo", "unet": "unet",
 
 def _family_module(family: str):
     if family not in _MODULES:
-        raise ValueError(f"unknown model family {family!r}; choose from {sorted(_MODULES)}")
+        raise ModelError(f"unknown model family {family!r}; choose from {sorted(_MODULES)}")
     return importlib.import_module(f"visiongate.models.{_MODULES[family]}")
 
 
@@ -70,19 +65,18 @@ def load(checkpoint: Path) -> Callable[[list[Path]], list]:
 
     Detections (and instances) are post-processed as the checkpoint's config says, the same
     for every family: score >= `conf`, then NMS at `nms_iou`, per class or over all classes
-    (`class_agnostic_nms`). A checkpoint that cannot be loaded is a ValueError naming it."""
+    (`class_agnostic_nms`). A checkpoint that cannot be loaded is a ModelError naming it;
+    an error while predicting is not the checkpoint's fault and propagates unchanged."""
     checkpoint = Path(checkpoint)
-    meta = read_meta(checkpoint)
-    module = _family_module(meta["family"])
-    with _clear_load_errors(checkpoint, meta):
-        raw = module.load(checkpoint) if hasattr(module, "load") else \
-            (lambda paths: module.predict(checkpoint, paths))
-    cfg = meta.get("config", {})
+    meta = CheckpointMeta.read(checkpoint)
+    module = _family_module(meta.family)
+    with _clear_load_errors(meta.weights_path(checkpoint)):
+        raw = module.load(checkpoint)
+    cfg = meta.config
 
     def predict_images(image_paths: list[Path]) -> list:
-        with _clear_load_errors(checkpoint, meta):
-            predictions = raw(list(image_paths))
-        if meta["task"] not in ("detect", "instance"):
+        predictions = raw(list(image_paths))
+        if meta.task not in ("detect", "instance"):
             return predictions
         from visiongate.diagnostics import postprocess
 
@@ -98,12 +92,14 @@ def predict(checkpoint: Path, image_paths: list[Path]) -> list:
 
 
 @contextmanager
-def _clear_load_errors(checkpoint: Path, meta: dict):
+def _clear_load_errors(weights: Path):
+    """Failures while *loading* weights (unpickling, a broken zip, a missing or unreadable
+    file, a state dict that does not fit the model) as one ModelError naming the file."""
     try:
         yield
-    except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError) as err:
-        weights = Path(checkpoint) / meta.get("weights", "?")
-        raise ValueError(f"{weights}: the checkpoint cannot be loaded or run — truncated or "
+    except (EOFError, OSError, KeyError, pickle.UnpicklingError, zipfile.BadZipFile,
+            RuntimeError) as err:
+        raise ModelError(f"{weights}: the checkpoint cannot be loaded — truncated or "
                          f"corrupted? ({type(err).__name__}: {str(err)[:300]})") from err
 
 
@@ -111,6 +107,6 @@ def export_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
     """Copy only what serving needs (meta.json + weights) into out_dir, for logging."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("meta.json", read_meta(checkpoint)["weights"]):
+    for name in (META_FILE, CheckpointMeta.read(checkpoint).weights):
         shutil.copy2(checkpoint / name, out_dir / name)
     return out_dir

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from pycocotools import mask as mask_utils
 
+from visiongate import geometry
 from visiongate.datasets.coco import Split, load_split, read_semantic_mask
 
 
@@ -39,13 +39,7 @@ def ann_mask(ann: dict, height: int, width: int) -> np.ndarray:
         x, y, w, h = (int(round(v)) for v in ann["bbox"])
         mask[max(y, 0):y + h, max(x, 0):x + w] = 1
         return mask
-    if isinstance(seg, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-    elif isinstance(seg.get("counts"), list):
-        rle = mask_utils.frPyObjects(seg, height, width)
-    else:
-        rle = seg
-    return mask_utils.decode(rle).astype(np.uint8)
+    return geometry.to_mask(seg, height, width)
 
 
 def load_sample(split: Split, image: dict, task: str, ids: list[int]) -> dict[str, Any]:
@@ -57,8 +51,7 @@ def load_sample(split: Split, image: dict, task: str, ids: list[int]) -> dict[st
     if task == "segment":
         return {"image": pixels, "mask": read_semantic_mask(split, image)}
     anns = _object_anns(split, image)
-    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)],
-                     np.float32).reshape(-1, 4)
+    boxes = geometry.xywh_to_xyxy([a["bbox"] for a in anns])
     boxes = np.clip(boxes, 0, [width, height, width, height]).astype(np.float32)
     labels = np.array([ids.index(a["category_id"]) + 1 for a in anns], np.int64)
     sample = {"image": pixels, "boxes": boxes, "labels": labels}

@@ -24,6 +24,8 @@ from torch import nn
 from tqdm import tqdm
 
 from visiongate.devices import amp_enabled
+from visiongate.errors import TrainingDiverged
+from visiongate.errors import ModelError, NotFound
 from visiongate.models import OnEpoch
 
 # Keys that may change between a run and its resume without changing what was learned.
@@ -84,13 +86,13 @@ def load_local_weights(model: nn.Module, path: str | None, section: str) -> None
     if not path:
         return
     if not Path(path).is_file():
-        raise FileNotFoundError(f"{section}.weights: no local file {path} (nothing is downloaded)")
+        raise NotFound(f"{section}.weights: no local file {path} (nothing is downloaded)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
-        raise ValueError(f"{section}.weights: {path} shares no tensor with this model")
+        raise ModelError(f"{section}.weights: {path} shares no tensor with this model")
     model.load_state_dict(usable, strict=False)
     print(f"{section}: loaded {len(usable)}/{len(own)} tensors from {path}")
 
@@ -111,15 +113,22 @@ def _resume(path: Path, config: dict, name: str, model, opt, sched, scaler) -> t
     return state["epoch"] + 1, state["best"]
 
 
-def _train_epoch(recipe: Recipe, opt, sched, scaler, device, desc: str) -> dict[str, float]:
+def _train_epoch(recipe: Recipe, opt, sched, scaler, device, epoch: int,
+                 epochs: int) -> dict[str, float]:
     recipe.model.train()
     sums: dict[str, float] = {}
     n = 0
-    bar = tqdm(recipe.train_batches(), desc=desc, total=recipe.steps_per_epoch, leave=False,
-               disable=None)
-    for batch in bar:
+    bar = tqdm(recipe.train_batches(), desc=f"{recipe.name} {epoch}/{epochs}",
+               total=recipe.steps_per_epoch, leave=False, disable=None)
+    for step, batch in enumerate(bar, 1):
         with torch.autocast(device.type, enabled=amp_enabled(device)):
             loss, parts = recipe.loss(recipe.model, batch)
+        if not torch.isfinite(loss):  # as torchvision's reference engine: stop, don't save
+            raise TrainingDiverged(
+                f"{recipe.name}: loss is {loss.item()} at epoch {epoch}, step {step} "
+                f"(parts: {', '.join(f'{k} {float(v):.4g}' for k, v in parts.items())}); "
+                "training stopped, the last good checkpoint is kept — lower `lr`, check the "
+                "labels, or turn AMP off")
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
@@ -144,7 +153,7 @@ def fit(recipe: Recipe, cfg, device: torch.device, out_dir: Path, on_epoch: OnEp
     for epoch in range(start, cfg.epochs + 1):
         recipe.reseed(cfg.seed + epoch)
         t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
-        metrics = _train_epoch(recipe, opt, sched, scaler, device, f"{recipe.name} {epoch}/{cfg.epochs}")
+        metrics = _train_epoch(recipe, opt, sched, scaler, device, epoch, cfg.epochs)
         model.eval()
         with torch.inference_mode():
             metrics.update(recipe.validate(model))

@@ -24,8 +24,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from visiongate import augment
 from visiongate.datasets.coco import load_split
 from visiongate.devices import amp_enabled, select_device
+from visiongate.errors import ConfigError
 from visiongate.metrics import detection_metrics
-from visiongate.models import OnEpoch, read_meta, write_meta
+from visiongate.models import OnEpoch
+from visiongate.models.meta import CheckpointMeta
 from visiongate.models.samples import category_ids, load_sample, read_rgb
 from visiongate.models.torch_loop import Recipe, fit, load_local_weights, seed_everything
 
@@ -85,8 +87,8 @@ def build_model(cfg, num_classes: int) -> nn.Module:
         model.transform = GeneralizedRCNNTransform(cfg.imgsz, cfg.imgsz, [0.5] * 3, [0.5] * 3,
                                                    size_divisible=1, fixed_size=(cfg.imgsz,) * 2)
     else:
-        raise ValueError(f"{cfg.family!r} is not a torchvision detection family; "
-                         f"choose from {sorted(TASKS)}")
+        raise ConfigError(f"{cfg.family!r} is not a torchvision detection family; "
+                          f"choose from {sorted(TASKS)}")
     return model
 
 
@@ -166,8 +168,8 @@ def _recipe(cfg, model, train_set: _DetectionSet, val_dir: Path, device, task: s
         train_set.compose.set_random_seed(seed)
 
     return Recipe(cfg.family, model, lambda: loader, len(loader), loss, validate, "val_map50",
-                  reseed, {"class_names": ["background", *train_set.split.class_names],
-                           "category_ids": train_set.ids})
+                  reseed, {"class_names": list(train_set.split.class_names),
+                           "category_ids": train_set.ids})  # model label i + 1 = ids[i]
 
 
 def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
@@ -183,23 +185,33 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     load_local_weights(model, cfg.weights, "detect" if task == "detect" else "segment")
     recipe = _recipe(cfg, model.to(device), train_set, Path(data_root) / "val", device, task)
     fit(recipe, cfg, device, out_dir, on_epoch)
-    write_meta(out_dir, family=cfg.family, task=task, class_names=list(train_set.split.class_names),
-               config=cfg.model_dump(mode="json"), weights="best.pt", imgsz=cfg.imgsz)
+    CheckpointMeta(family=cfg.family, task=task, class_names=train_set.split.class_names,
+                   config=cfg.model_dump(mode="json"), weights="best.pt").write(out_dir)
     return out_dir
 
 
-def predict(checkpoint: Path, image_paths: list[Path], device: str = "auto") -> list[dict]:
-    """Per image: boxes (N,4) xyxy pixels, scores (N,), labels (N,) category ids, and for
-    Mask R-CNN masks (N,H,W) bool at the image's own size."""
+def load(checkpoint: Path, device: str = "auto"):
+    """predict(image_paths) with the weights loaded once. Per image: boxes (N,4) xyxy
+    pixels, scores (N,), labels (N,) category ids, and for Mask R-CNN masks (N,H,W) bool
+    at the image's own size."""
     from visiongate.config import DetectConfig, SegmentConfig
 
     checkpoint = Path(checkpoint)
-    meta = read_meta(checkpoint)
-    state = torch.load(checkpoint / meta["weights"], map_location="cpu", weights_only=True)
-    section = DetectConfig if meta["task"] == "detect" else SegmentConfig
+    meta = CheckpointMeta.read(checkpoint)
+    state = torch.load(meta.weights_path(checkpoint), map_location="cpu", weights_only=True)
+    section = DetectConfig if meta.task == "detect" else SegmentConfig
     cfg = section.model_validate(state["config"])
     model = build_model(cfg, len(state["category_ids"]) + 1)
     model.load_state_dict(state["state_dict"])
-    dev = select_device(device)
-    images = [read_rgb(Path(p)) for p in image_paths]
-    return _predict_images(model.to(dev), images, cfg.batch, dev, state["category_ids"])
+    dev, ids = select_device(device), state["category_ids"]
+    model.to(dev)
+
+    def predict(image_paths: list[Path]) -> list[dict]:
+        images = [read_rgb(Path(p)) for p in image_paths]
+        return _predict_images(model, images, cfg.batch, dev, ids)
+
+    return predict
+
+
+def predict(checkpoint: Path, image_paths: list[Path], device: str = "auto") -> list[dict]:
+    return load(checkpoint, device)(image_paths)

@@ -17,7 +17,9 @@ from torchvision.models import segmentation
 
 from visiongate.config import SegmentConfig
 from visiongate.devices import select_device
-from visiongate.models import OnEpoch, read_meta, write_meta
+from visiongate.errors import ConfigError
+from visiongate.models import OnEpoch
+from visiongate.models.meta import CheckpointMeta
 from visiongate.models.torch_loop import fit, load_local_weights, seed_everything
 from visiongate.models.unet import load_semantic_data, predict_label_maps, semantic_recipe
 
@@ -34,8 +36,8 @@ def build_model(cfg: SegmentConfig, num_classes: int) -> nn.Module:
     """The untrained model for num_classes (background included); FCN with its aux head."""
     builder = _BUILDERS.get((cfg.family, cfg.backbone))
     if builder is None:
-        raise ValueError(f"no torchvision segmenter {cfg.family!r} with backbone {cfg.backbone!r}; "
-                         f"choose from {sorted(_BUILDERS)}")
+        raise ConfigError(f"no torchvision segmenter {cfg.family!r} with backbone "
+                          f"{cfg.backbone!r}; choose from {sorted(_BUILDERS)}")
     return builder(weights=None, weights_backbone=None, num_classes=num_classes,
                    aux_loss=cfg.family == "fcn")
 
@@ -52,21 +54,28 @@ def train(cfg: SegmentConfig, data_root: Path, out_dir: Path, on_epoch: OnEpoch)
     out_dir.mkdir(parents=True, exist_ok=True)
     # BatchNorm after global pooling (DeepLab's ASPP) needs batches of two or more
     data = load_semantic_data(cfg, Path(data_root), drop_last=True)
-    model = build_model(cfg, len(data.class_names))
+    model = build_model(cfg, data.num_labels)
     load_local_weights(model, cfg.weights, "segment")
     recipe = semantic_recipe(cfg.family, cfg, data, model.to(device), device, _logits, {})
     fit(recipe, cfg, device, out_dir, on_epoch)
-    write_meta(out_dir, family=cfg.family, task="segment", class_names=data.class_names,
-               config=cfg.model_dump(mode="json"), weights="best.pt", imgsz=cfg.imgsz)
+    CheckpointMeta(family=cfg.family, task="segment", class_names=data.class_names,
+                   config=cfg.model_dump(mode="json"), weights="best.pt").write(out_dir)
     return out_dir
 
 
-def predict(checkpoint: Path, image_paths: list[Path], device: str = "auto") -> list[np.ndarray]:
+def load(checkpoint: Path, device: str = "auto"):
+    """predict(image_paths) with the weights loaded once: one (H,W) uint8 label map per
+    image, at the image's own size (0 = background, k = category id k)."""
     checkpoint = Path(checkpoint)
-    weights = checkpoint / read_meta(checkpoint)["weights"]
+    weights = CheckpointMeta.read(checkpoint).weights_path(checkpoint)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     cfg = SegmentConfig.model_validate(state["config"])
-    model = build_model(cfg, len(state["class_names"]))
+    model = build_model(cfg, len(state["class_names"]) + 1)
     model.load_state_dict(state["state_dict"])
-    return predict_label_maps(model, [Path(p) for p in image_paths], cfg.imgsz, cfg.batch,
-                              select_device(device), _logits)
+    dev = select_device(device)
+    return lambda image_paths: predict_label_maps(
+        model, [Path(p) for p in image_paths], cfg.imgsz, cfg.batch, dev, _logits)
+
+
+def predict(checkpoint: Path, image_paths: list[Path], device: str = "auto") -> list[np.ndarray]:
+    return load(checkpoint, device)(image_paths)

@@ -22,8 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 from visiongate import augment
 from visiongate.datasets.coco import load_split, read_semantic_mask
 from visiongate.devices import amp_enabled, select_device
-from visiongate.semantic import semantic_metrics
-from visiongate.models import OnEpoch, read_meta, write_meta
+from visiongate.errors import DataError
+from visiongate.semantic import label_names, semantic_metrics
+from visiongate.models import OnEpoch
+from visiongate.models.meta import CheckpointMeta
 from visiongate.models.torch_loop import Recipe, fit, load_local_weights, seed_everything
 
 DEPTH = 4  # resolution levels; the bottleneck sits at imgsz / 2**(DEPTH-1)
@@ -78,18 +80,19 @@ class SegLoss(nn.Module):
 
 
 def read_split(split_dir: Path, imgsz: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """All images (N,S,S,3 uint8) and masks (N,S,S uint8) of a split, resized, + class names."""
+    """All images (N,S,S,3 uint8) and masks (N,S,S uint8, 0 = unlabelled, k = category id k)
+    of a split, resized, + the split's class names (category-id order, no added background)."""
     split = load_split(split_dir)
     ids = sorted(c["id"] for c in split.categories)
     if ids != list(range(1, len(ids) + 1)):
-        raise ValueError(f"{split_dir}: category ids must be 1..K for label maps, got {ids}")
+        raise DataError(f"{split_dir}: category ids must be 1..K for label maps, got {ids}")
     images, masks = [], []
     for image in sorted(split.images, key=lambda i: i["id"]):
         with Image.open(split.image_path(image)) as im:
             images.append(np.asarray(im.convert("RGB").resize((imgsz, imgsz), Image.BILINEAR)))
         mask = Image.fromarray(read_semantic_mask(split, image))
         masks.append(np.asarray(mask.resize((imgsz, imgsz), Image.NEAREST)))
-    return np.stack(images), np.stack(masks), ["background", *split.class_names]
+    return np.stack(images), np.stack(masks), list(split.class_names)
 
 
 def class_weights(masks: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -130,7 +133,7 @@ Logits = Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]
 class SemanticData:
     train: DataLoader
     val: DataLoader
-    class_names: list[str]
+    class_names: list[str]  # the dataset's categories; label k + 1 is class_names[k]
     class_weights: torch.Tensor
     generator: torch.Generator
     augment: A.Compose
@@ -139,6 +142,11 @@ class SemanticData:
         """Per-epoch random streams, so a resumed run sees the batches an unbroken one would."""
         self.generator.manual_seed(seed)
         self.augment.set_random_seed(seed)
+
+    @property
+    def num_labels(self) -> int:
+        """Output channels: label 0 (unlabelled pixels) and one per category."""
+        return len(self.class_names) + 1
 
 
 def load_semantic_data(cfg, data_root: Path, drop_last: bool = False) -> SemanticData:
@@ -149,7 +157,7 @@ def load_semantic_data(cfg, data_root: Path, drop_last: bool = False) -> Semanti
     train_dl = DataLoader(ArrayDataset(train_x, train_y, transform), cfg.batch, shuffle=True,
                           generator=gen, drop_last=drop_last and len(train_x) > cfg.batch)
     val_dl = DataLoader(ArrayDataset(val_x, val_y), cfg.batch)
-    weights = class_weights(train_y, len(class_names))
+    weights = class_weights(train_y, len(class_names) + 1)
     return SemanticData(train_dl, val_dl, class_names, weights, gen, transform)
 
 
@@ -174,7 +182,7 @@ def semantic_recipe(name: str, cfg, data: SemanticData, model: nn.Module, device
             total += float(loss_fn(out, masks)) * len(masks)
             preds += list(out.argmax(1).to(torch.uint8).cpu().numpy())
             targets += list(masks.to(torch.uint8).cpu().numpy())
-        miou = semantic_metrics(preds, targets, data.class_names)["miou"]
+        miou = semantic_metrics(preds, targets, label_names(data.class_names))["miou"]
         return {"val_loss": total / max(len(targets), 1), "val_miou": miou}
 
     return Recipe(name, model, lambda: data.train, len(data.train), loss, validate, "val_miou",
@@ -187,13 +195,13 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     device, out_dir = select_device(cfg.device), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_semantic_data(cfg, Path(data_root))
-    model = UNet(len(data.class_names), cfg.base_channels, DEPTH)
+    model = UNet(data.num_labels, cfg.base_channels, DEPTH)
     load_local_weights(model, cfg.weights, "segment")
     recipe = semantic_recipe("unet", cfg, data, model.to(device), device,
                              lambda m, x: [m(x)], {"depth": DEPTH})
     fit(recipe, cfg, device, out_dir, on_epoch)
-    write_meta(out_dir, family="unet", task="segment", class_names=data.class_names,
-               config=cfg.model_dump(mode="json"), weights="best.pt", imgsz=cfg.imgsz)
+    CheckpointMeta(family="unet", task="segment", class_names=data.class_names,
+                   config=cfg.model_dump(mode="json"), weights="best.pt").write(out_dir)
     return out_dir
 
 
@@ -224,10 +232,11 @@ def load(checkpoint: Path, device: str = "auto"):
     """predict(image_paths) with the weights loaded once: one (H,W) uint8 label map per
     image, at the image's own size (0 = background, k = id k)."""
     checkpoint = Path(checkpoint)
-    weights = checkpoint / read_meta(checkpoint)["weights"] if checkpoint.is_dir() else checkpoint
+    weights = CheckpointMeta.read(checkpoint).weights_path(checkpoint) if checkpoint.is_dir() \
+        else checkpoint
     state = torch.load(weights, map_location="cpu", weights_only=True)
     config, dev = state["config"], select_device(device)
-    model = UNet(len(state["class_names"]), config["base_channels"], state["depth"])
+    model = UNet(len(state["class_names"]) + 1, config["base_channels"], state["depth"])
     model.load_state_dict(state["state_dict"])
     return lambda image_paths: predict_label_maps(
         model, [Path(p) for p in image_paths], config["imgsz"], config["batch"], dev,

@@ -23,7 +23,9 @@ import torch
 from visiongate.augment import build_transforms
 from visiongate.datasets.coco import SPLITS, export_yolo, load_split
 from visiongate.devices import ultralytics_device
-from visiongate.models import OnEpoch, read_meta, write_meta
+from visiongate.errors import NotFound
+from visiongate.models import OnEpoch
+from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.samples import ann_mask, category_ids
 from visiongate.models.torch_loop import same_run
 
@@ -139,7 +141,7 @@ def _resume_from(out_dir: Path, config: dict) -> Path | None:
         return None
     # meta.json is written when a run finishes and removed when one starts, so its absence
     # means the run died (no need to unpickle ultralytics' checkpoint to read its epoch)
-    return None if (out_dir / "meta.json").is_file() else last
+    return None if (out_dir / META_FILE).is_file() else last
 
 
 def _model(cfg, ultralytics, task: str):
@@ -148,8 +150,8 @@ def _model(cfg, ultralytics, task: str):
     if cfg.weights:
         weights = Path(cfg.weights)
         if not weights.is_file():
-            raise FileNotFoundError(f"{cfg.task if cfg.task == 'detect' else 'segment'}.weights: "
-                                    f"no local file {weights} (nothing is downloaded)")
+            raise NotFound(f"{cfg.task if cfg.task == 'detect' else 'segment'}.weights: "
+                           f"no local file {weights} (nothing is downloaded)")
         model = model.load(str(weights))
     return model
 
@@ -164,7 +166,7 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     data_yaml = export(data_root, out_dir / "yolo-data")
     class_names = list(load_split(data_root / "train").class_names)
     last = _resume_from(out_dir, config)
-    (out_dir / "meta.json").unlink(missing_ok=True)
+    (out_dir / META_FILE).unlink(missing_ok=True)
     model = ultralytics.RTDETR(str(last)) if last and cfg.family == "rtdetr" else \
         ultralytics.YOLO(str(last), task=task) if last else _model(cfg, ultralytics, task)
     (out_dir / "config.json").write_text(json.dumps(config, sort_keys=True))
@@ -186,8 +188,8 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     with _all_cores():
         model.train(**{**args, **({} if last else cfg.ultralytics_args)})
     shutil.copy2(Path(model.trainer.best), out_dir / "best.pt")
-    write_meta(out_dir, family=cfg.family, task=cfg.task, class_names=class_names,
-               weights="best.pt", config=config, imgsz=cfg.imgsz)
+    CheckpointMeta(family=cfg.family, task=cfg.task, class_names=class_names,
+                   weights="best.pt", config=config).write(out_dir)
     return out_dir
 
 
@@ -207,15 +209,15 @@ def load(checkpoint: Path):
     """predict(image_paths) with the weights loaded once. Per image: boxes, scores, labels
     (category ids 1..K); YOLO-seg adds masks (N,H,W) bool at the image's own size."""
     ultralytics = _ultralytics()
-    meta = read_meta(checkpoint)
-    weights, cfg = str(Path(checkpoint) / meta["weights"]), meta["config"]
-    instance = meta["task"] == "instance"
-    model = ultralytics.RTDETR(weights) if meta["family"] == "rtdetr" else \
+    meta = CheckpointMeta.read(checkpoint)
+    weights, cfg = str(meta.weights_path(checkpoint)), meta.config
+    instance = meta.task == "instance"
+    model = ultralytics.RTDETR(weights) if meta.family == "rtdetr" else \
         ultralytics.YOLO(weights, task="segment" if instance else "detect")
 
     def predict(image_paths: list[Path]) -> list[dict[str, np.ndarray]]:
         with _all_cores():
-            results = model.predict([str(p) for p in image_paths], imgsz=meta["imgsz"],
+            results = model.predict([str(p) for p in image_paths], imgsz=meta.imgsz,
                                     conf=cfg["conf"], iou=cfg["nms_iou"],
                                     device=ultralytics_device("auto"), retina_masks=instance,
                                     verbose=False)

@@ -12,16 +12,17 @@ from pathlib import Path
 
 from visiongate.datasets.formats import coco_json, masks, voc, yolo
 from visiongate.datasets.formats.base import Source
+from visiongate.errors import DataError, NotFound
 
 READERS = {"coco": coco_json.read, "yolo": yolo.read, "voc": voc.read, "masks": masks.read}
 FORMATS = tuple(READERS)
 
 
 def read_source(fmt: str, src: Path) -> Source:
-    """Parse src as format `fmt`; FileNotFoundError / ValueError name what is wrong."""
+    """Parse src as format `fmt`; NotFound / DataError name what is wrong."""
     if fmt not in READERS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        raise DataError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     src = Path(src)
     if not src.is_dir():
-        raise FileNotFoundError(f"no source folder at {src}")
+        raise NotFound(f"no source folder at {src}")
     return READERS[fmt](src)

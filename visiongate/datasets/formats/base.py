@@ -14,8 +14,10 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
+from visiongate.errors import DataError
+from visiongate.paths import SPLITS  # noqa: F401 (re-exported: the formats use base.SPLITS)
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
-SPLITS = ("train", "val", "test")
 
 # Quarantine kinds: stable short strings, one per kind of bad input.
 ZERO_BYTE = "zero_byte"                   # empty file
@@ -139,16 +141,19 @@ def read_names(root: Path) -> list[str] | None:
             try:
                 names = (yaml.safe_load(path.read_text()) or {}).get("names")
             except (yaml.YAMLError, AttributeError) as err:
-                raise ValueError(f"{path}: not a YAML mapping with `names` ({err})") from err
+                raise DataError(f"{path}: not a YAML mapping with `names` ({err})") from err
             if isinstance(names, dict):
-                ids = sorted(int(k) for k in names)
+                try:
+                    ids = sorted(int(k) for k in names)
+                except ValueError:
+                    ids = sorted(map(str, names))  # not integers: the check below names them
                 if ids != list(range(len(ids))):
-                    raise ValueError(f"{path}: `names` ids must be 0..{len(ids) - 1}, got {ids}")
+                    raise DataError(f"{path}: `names` ids must be 0..{len(ids) - 1}, got {ids}")
                 return [str(names[k] if k in names else names[str(k)]) for k in ids]
             if isinstance(names, list):
                 return [str(n) for n in names]
             if names is not None:
-                raise ValueError(f"{path}: `names` must be a list or a mapping")
+                raise DataError(f"{path}: `names` must be a list or a mapping")
             continue
         lines = [line.strip() for line in path.read_text().splitlines()]
         return [line for line in lines if line]

@@ -19,8 +19,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from visiongate import geometry
 from visiongate.datasets.formats import masks
-from visiongate.datasets.formats.base import Item, Obj, Source
+from visiongate.datasets.formats.base import Item, Source
 
 PROGRESS_FROM = 200
 
@@ -48,12 +49,6 @@ def output_names(items: list[Item]) -> dict[str, str]:
     return names
 
 
-def _instance_mask(obj: Obj, height: int, width: int) -> dict:
-    if obj.rle is not None:
-        return {"size": obj.rle["size"], "counts": obj.rle["counts"].encode()}
-    return mask_utils.merge(mask_utils.frPyObjects(obj.polygons, height, width))
-
-
 def _annotations(item: Item, image_id: int, first_id: int) -> tuple[list[dict], list]:
     """(COCO annotations, [(area, category, rle)]) of one image's objects."""
     width, height = item.size
@@ -62,7 +57,7 @@ def _annotations(item: Item, image_id: int, first_id: int) -> tuple[list[dict], 
         ann = {"id": first_id + offset, "image_id": image_id, "category_id": obj.category,
                "bbox": [round(v, 3) for v in obj.bbox], "iscrowd": obj.iscrowd}
         if obj.has_segmentation:
-            rle = _instance_mask(obj, height, width)
+            rle = geometry.to_rle(obj.rle if obj.rle is not None else obj.polygons, height, width)
             ann["area"] = float(mask_utils.area(rle))
             ann["segmentation"] = obj.rle if obj.rle is not None else [
                 [round(v, 3) for v in p] for p in obj.polygons]
@@ -81,7 +76,7 @@ def _label_map(item: Item, source: Source, painted: list) -> np.ndarray:
         return masks.to_categories(masks.read_label_map(item.mask), source.mask_values)[0]
     label_map = np.zeros((height, width), np.uint8)
     for _, category, rle in sorted(painted, key=lambda p: -p[0]):  # largest first
-        label_map[mask_utils.decode(rle).astype(bool)] = category
+        label_map[geometry.to_mask(rle, height, width).astype(bool)] = category
     return label_map
 
 

@@ -12,10 +12,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from pycocotools import mask as mask_utils
-
+from visiongate import geometry
 from visiongate.datasets.formats import base
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
+from visiongate.errors import DataError
 
 
 def _load(path: Path, rel: str, issues: list[Issue]) -> dict | None:
@@ -46,29 +46,29 @@ def _segmentation(seg) -> tuple[list | None, dict | None]:
     if isinstance(seg, list):
         if not all(isinstance(p, list) and all(isinstance(v, (int, float)) for v in p)
                    for p in seg):
-            raise ValueError("segmentation polygons must be lists of numbers")
+            raise DataError("segmentation polygons must be lists of numbers")
         if any(len(p) % 2 for p in seg):
-            raise ValueError("a polygon has an odd number of coordinates")
+            raise DataError("a polygon has an odd number of coordinates")
         return seg, None
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         if isinstance(seg["counts"], list):  # uncompressed RLE -> compressed
-            seg = mask_utils.frPyObjects(seg, *seg["size"])
+            seg = geometry.to_rle(seg, *seg["size"])
         counts = seg["counts"]
         return None, {"size": list(seg["size"]),
                       "counts": counts.decode() if isinstance(counts, bytes) else counts}
-    raise ValueError("segmentation is neither a polygon list nor an RLE dict")
+    raise DataError("segmentation is neither a polygon list nor an RLE dict")
 
 
 def _object(ann: dict, category: int) -> Obj:
     bbox = ann.get("bbox")
     if bbox is not None and (not isinstance(bbox, list) or len(bbox) != 4
                              or not all(isinstance(v, (int, float)) for v in bbox)):
-        raise ValueError(f"bbox {bbox!r} is not 4 numbers")
+        raise DataError(f"bbox {bbox!r} is not 4 numbers")
     polygons, rle = None, None
     if ann.get("segmentation"):
         polygons, rle = _segmentation(ann["segmentation"])
     if bbox is None and not polygons and rle is None:
-        raise ValueError("neither bbox nor segmentation")
+        raise DataError("neither bbox nor segmentation")
     return Obj(category, [float(v) for v in bbox] if bbox else None, polygons, rle,
                iscrowd=int(ann.get("iscrowd", 0) or 0), where=f"annotation id {ann.get('id')}")
 

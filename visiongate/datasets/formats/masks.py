@@ -15,10 +15,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from visiongate import geometry
 from visiongate.datasets.formats import base
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
+from visiongate.errors import DataError, NotFound
 
 IMAGE_DIRS = ("image", "images", "img", "imgs")
 MASK_DIRS = ("label", "labels", "mask", "masks", "gt", "annotations")
@@ -33,8 +34,8 @@ def _pairs(root: Path) -> list[tuple[Path, Path]]:
         if images and masks:
             pairs.append((images[0], masks[0]))
     if not pairs:
-        raise FileNotFoundError(f"no image folder ({'/'.join(IMAGE_DIRS)}) beside a mask folder "
-                                f"({'/'.join(MASK_DIRS)}) under {root}")
+        raise NotFound(f"no image folder ({'/'.join(IMAGE_DIRS)}) beside a mask folder "
+                       f"({'/'.join(MASK_DIRS)}) under {root}")
     return pairs
 
 
@@ -42,7 +43,7 @@ def read_label_map(path: Path) -> np.ndarray:
     """The raw (H, W) integer label map; ValueError when it is not single-channel."""
     with base.pillow_open(path) as mask:
         if mask.mode not in ("L", "P", "1", "I", "I;16"):
-            raise ValueError(f"mask mode {mask.mode!r} is not a single-channel label map")
+            raise DataError(f"mask mode {mask.mode!r} is not a single-channel label map")
         return np.asarray(mask.convert("L") if mask.mode == "1" else mask).astype(np.int64)
 
 
@@ -79,8 +80,7 @@ def mask_objects(label_map: np.ndarray) -> list[Obj]:
             x, y, w, h = (int(v) for v in stats[k, :4])
             crop = np.zeros(label_map.shape, np.uint8, order="F")
             crop[y:y + h, x:x + w] = components[y:y + h, x:x + w] == k
-            rle = mask_utils.encode(crop)
-            rle["counts"] = rle["counts"].decode()
+            rle = geometry.encode_mask(crop)
             objects.append(Obj(int(category), [float(x), float(y), float(w), float(h)], rle=rle,
                                where=f"component {k} of class {category}"))
     return objects

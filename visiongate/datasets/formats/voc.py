@@ -13,6 +13,7 @@ from pathlib import Path
 
 from visiongate.datasets.formats import base
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
+from visiongate.errors import DataError, NotFound
 
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -20,7 +21,7 @@ CORNERS = ("xmin", "ymin", "xmax", "ymax")
 def _find_annotation_dirs(root: Path) -> list[Path]:
     found = sorted(p for p in root.rglob("Annotations") if p.is_dir())
     if not found:
-        raise FileNotFoundError(f"no Annotations/ folder under {root} (Pascal VOC layout)")
+        raise NotFound(f"no Annotations/ folder under {root} (Pascal VOC layout)")
     return found
 
 
@@ -39,7 +40,7 @@ def _source_splits(voc_dir: Path) -> dict[str, str]:
 def _text(node: ET.Element, tag: str) -> str:
     child = node.find(tag)
     if child is None or child.text is None:
-        raise ValueError(f"<{tag}> is missing")
+        raise DataError(f"<{tag}> is missing")
     return child.text.strip()
 
 
@@ -48,7 +49,7 @@ def _parse(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple[str, lis
     try:
         tree = ET.parse(path).getroot()
     except ET.ParseError as err:
-        raise ValueError(f"not valid XML: {err}") from err
+        raise DataError(f"not valid XML: {err}") from err
     file_name = tree.findtext("filename", "").strip()
     size = tree.find("size")
     declared = None
@@ -59,7 +60,7 @@ def _parse(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple[str, lis
     for number, node in enumerate(tree.iter("object"), start=1):
         box = node.find("bndbox")
         if box is None:
-            raise ValueError(f"object {number}: <bndbox> is missing")
+            raise DataError(f"object {number}: <bndbox> is missing")
         objects.append((_text(node, "name"), [float(_text(box, c)) for c in CORNERS],
                         f"object {number}"))
     return file_name, declared, objects

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from visiongate.datasets.formats import base
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
+from visiongate.errors import DataError
 
 
 def _label_path(image: Path) -> Path:
@@ -28,13 +29,13 @@ def _parse_line(line: str) -> tuple[int, list[float]]:
     """(class id, values); ValueError says what is wrong with the line."""
     tokens = line.split()
     if len(tokens) < 5:
-        raise ValueError(f"{len(tokens)} values, need at least 5")
+        raise DataError(f"{len(tokens)} values, need at least 5")
     klass = float(tokens[0])
     if not math.isfinite(klass) or klass != int(klass):
-        raise ValueError(f"class {tokens[0]!r} is not an integer")
+        raise DataError(f"class {tokens[0]!r} is not an integer")
     values = [float(t) for t in tokens[1:]]
     if len(values) > 4 and len(values) % 2:
-        raise ValueError(f"odd number of polygon coordinates ({len(values)})")
+        raise DataError(f"odd number of polygon coordinates ({len(values)})")
     return int(klass), values
 
 

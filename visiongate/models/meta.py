@@ -1,0 +1,124 @@
+"""A checkpoint's description: the `meta.json` every family writes and every reader reads.
+
+    {"format_version": 2, "family": "unet", "task": "segment",
+     "class_names": ["circle", "square"], "weights": "best.pt", "config": {...}}
+
+- `class_names`: the dataset's category names in category-id order (id k names
+  `class_names[k-1]`), never a "background" entry of the model's own: a class that the
+  dataset itself calls "background" is a real class like any other. Semantic label maps
+  add value 0 for unlabelled pixels (`visiongate.semantic.label_names`).
+- `weights`: a bare file name inside the checkpoint folder.
+- `config`: the params.yaml section the model was trained with (imgsz, conf, ...).
+
+Version rule: a file without `format_version` is version 1 (visiongate before this file
+existed, when semantic families put "background" in class_names). Only FORMAT_VERSION is
+read; any other version is refused (ModelError naming the file, the version found and the
+version supported): retrain the model. Importable without torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from visiongate.errors import ModelError, NotFound
+
+FORMAT_VERSION = 2
+META_FILE = "meta.json"
+TASKS = ("detect", "segment", "instance")
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    family: str
+    task: str
+    class_names: tuple[str, ...]
+    weights: str
+    config: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        problem = _problem(vars(self))
+        if problem:
+            raise ModelError(f"checkpoint description: {problem}")
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+
+    @property
+    def imgsz(self) -> int | None:
+        """The training (and prediction) image size, from the config section."""
+        return self.config.get("imgsz")
+
+    def weights_path(self, checkpoint_dir: Path) -> Path:
+        """The weights file; a symlink is refused (it could point anywhere)."""
+        path = Path(checkpoint_dir) / self.weights
+        if path.is_symlink():
+            raise ModelError(f"{path}: the weights file is a symlink; it is not followed")
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "class_names": list(self.class_names)}
+
+    def write(self, checkpoint_dir: Path) -> Path:
+        """Write <checkpoint_dir>/meta.json (the folder is created if needed)."""
+        path = Path(checkpoint_dir) / META_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+        return path
+
+    @classmethod
+    def read(cls, checkpoint_dir: Path) -> CheckpointMeta:
+        """The description in <checkpoint_dir>/meta.json; NotFound without one, ModelError
+        when it is unreadable, of another format version, or unsafe (weights outside)."""
+        path = Path(checkpoint_dir) / META_FILE
+        if not path.is_file():
+            raise NotFound(f"{checkpoint_dir} is not a visiongate checkpoint (no {META_FILE})")
+        try:
+            data = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelError(f"{path}: not a readable checkpoint description ({err})") from err
+        if not isinstance(data, dict):
+            raise ModelError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        _check_version(path, data.get("format_version", 1))
+        names = {f.name for f in fields(cls)}
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data) - {"config"})
+        if unknown or missing:
+            raise ModelError(f"{path}: unknown fields {unknown}, missing fields {missing}")
+        problem = _problem(data)
+        if problem:
+            raise ModelError(f"{path}: {problem}")
+        return cls(**data)
+
+
+def _check_version(path: Path, found: Any) -> None:
+    if found == FORMAT_VERSION and type(found) is int:
+        return
+    old = " (written before format_version was recorded)" if found == 1 else ""
+    raise ModelError(f"{path}: checkpoint format version {found!r}{old}; this visiongate reads "
+                     f"version {FORMAT_VERSION} only. Retrain the model with this visiongate "
+                     f"(and register the new checkpoint) to use it.")
+
+
+def _problem(meta: dict[str, Any]) -> str | None:
+    """What makes a description (its fields by name) unusable, if anything."""
+    family, task, names = meta["family"], meta["task"], meta["class_names"]
+    if not isinstance(family, str) or not family:
+        return f"family must be a name, got {family!r}"
+    if task not in TASKS:
+        return f"task must be one of {list(TASKS)}, got {task!r}"
+    if not isinstance(names, (list, tuple)) or not all(isinstance(c, str) for c in names):
+        return f"class_names must be a list of strings, got {names!r}"
+    if not isinstance(meta.get("config", {}), dict):
+        return f"config must be a mapping, got {type(meta['config']).__name__}"
+    if not _bare_file_name(meta["weights"]):
+        return (f"weights must be a file name inside the checkpoint folder (no folder, '..' "
+                f"or absolute path), got {meta['weights']!r}")
+    return None
+
+
+def _bare_file_name(name: Any) -> bool:
+    if not isinstance(name, str) or name in ("", ".", "..") or "\x00" in name:
+        return False
+    return len(PurePosixPath(name).parts) == 1 and len(PureWindowsPath(name).parts) == 1 \
+        and "/" not in name and "\\" not in name and ":" not in name

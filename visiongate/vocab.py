@@ -1,0 +1,98 @@
+"""The project's vocabulary: every name params.yaml is checked against, in one module that
+imports only the standard library (and visiongate.errors, which does too).
+
+config.py validates against it; the code that gives the names a meaning imports it from
+here: visiongate.datasets.synth (shapes), visiongate.robustness (corruptions),
+visiongate.metrics (COCO statistics), visiongate.devices (device specs), the models
+(families). So loading params.yaml imports neither torch, cv2 nor albumentations.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from visiongate.errors import ConfigError
+
+# Synthetic "shapes" classes: visiongate.datasets.synth draws one outline per name.
+SHAPE_NAMES = ("circle", "square", "triangle", "ellipse", "star")
+
+# Robustness corruptions: visiongate.robustness builds one albumentations pipeline per
+# name and severity (1 = mild .. 3 = strong).
+CORRUPTION_NAMES = ("low_light", "blur", "noise", "fog")
+SEVERITIES = (1, 2, 3)
+
+# Box/mask metrics that visiongate.metrics reports, in COCOeval.stats order (bbox or segm).
+COCO_STAT_NAMES = (
+    "map50_95", "map50", "map75", "map_small", "map_medium", "map_large",
+    "mar1", "mar10", "mar100", "mar_small", "mar_medium", "mar_large",
+)
+# The metrics a run summary and a model listing show (those a task produces), in this order.
+HEADLINE_METRICS = ("map50", "map50_95", "map75", "mask_map50", "mask_map50_95",
+                    "precision", "recall", "miou", "dice", "pixel_acc")
+
+# Model families.
+DETECT_FAMILIES = ("yolo", "rtdetr", "fasterrcnn", "retinanet", "ssdlite")
+# segment family -> what it predicts: "segment" (semantic label maps) or "instance" (masks)
+SEGMENT_FAMILIES = {"unet": "segment", "fcn": "segment", "deeplabv3": "segment",
+                    "yolo": "instance", "maskrcnn": "instance"}
+# Ultralytics families: default model yaml. Torchvision families: backbones, default first.
+ULTRALYTICS_MODELS = {"yolo": "yolov8n.yaml", "rtdetr": "rtdetr-l.yaml",
+                      "yolo-seg": "yolov8n-seg.yaml"}
+BACKBONES = {
+    "fasterrcnn": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
+    "maskrcnn": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
+    "retinanet": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
+    "ssdlite": ("mobilenet_v3_large",),
+    "fcn": ("resnet50", "resnet101"),
+    "deeplabv3": ("mobilenet_v3_large", "resnet50", "resnet101"),
+}
+
+# Device specs (params.yaml `device:`); visiongate.devices resolves them with torch.
+_DEVICE_SPEC = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?|\d+(,\d+)*)$")
+DEVICE_CHOICES = "auto | cpu | mps | cuda | cuda:N | N | N,M,... (CUDA indices)"
+
+
+def check_device_spec(spec: str) -> str:
+    """The spec, stripped of spaces; ConfigError naming the choices when malformed."""
+    cleaned = str(spec).replace(" ", "").lower()
+    if not _DEVICE_SPEC.match(cleaned):
+        raise ConfigError(f"device {spec!r} is not a device spec; choose from {DEVICE_CHOICES}")
+    return cleaned
+
+
+def check_corruption(name: str, severity: int) -> None:
+    """ConfigError naming the choices for an unknown corruption or severity."""
+    if name not in CORRUPTION_NAMES:
+        raise ConfigError(f"unknown corruption {name!r}; choose from {sorted(CORRUPTION_NAMES)}")
+    if severity not in SEVERITIES:
+        raise ConfigError(f"corruption {name!r}: severity {severity} not in {list(SEVERITIES)}")
+
+
+def gate_metrics(task: str) -> tuple[set[str], set[str]]:
+    """(metric names, per-class prefixes) the evaluator produces for a task."""
+    if task == "segment":
+        return {"miou", "dice", "pixel_acc"}, {"iou"}
+    # box metrics, and precision/recall at the operating point (score_threshold)
+    names, prefixes = {*COCO_STAT_NAMES, "precision", "recall"}, {"ap", "precision", "recall"}
+    if task == "instance":
+        names |= {f"mask_{n}" for n in names}
+        prefixes |= {"mask_ap"}
+    return names, prefixes
+
+
+def check_gate(section: str, family: str, task: str, gate: Any) -> None:
+    """Every metric a gate (config.GateConfig) names must be one the family's evaluation
+    produces."""
+    names, prefixes = gate_metrics(task)
+    used = [*gate.floors, *gate.max_drop] + ([gate.robustness.metric] if gate.robustness else [])
+    for name in used:
+        base = name.split("/", 1)[0] if "/" in name else name
+        if name not in names and not ("/" in name and base in prefixes):
+            raise ConfigError(f"{section}.gate: metric {name!r} is not produced by family "
+                              f"{family!r} (task {task}); choose from {sorted(names)} or "
+                              f"<prefix>/<class> with prefix in {sorted(prefixes)}")
+    for prefix in gate.class_floors:
+        if prefix not in prefixes:
+            raise ConfigError(f"{section}.gate.class_floors: prefix {prefix!r} does not exist "
+                              f"for family {family!r}; choose from {sorted(prefixes)}")
