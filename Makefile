@@ -32,6 +32,7 @@ bench: install  ## every benchmark, each next to its reference; updates BENCHMAR
 	$(BIN)/python benchmarks/bench_predict.py --sizes 128 640
 	$(BIN)/python benchmarks/bench_families.py --images 64 --epochs 2 --write
 	$(BIN)/python benchmarks/bench_retrain.py --repeats 3 --write
+	$(BIN)/python benchmarks/fuzz_readers.py --seconds 60 --write
 
 up: install     ## Prefect server + MLflow UI on 127.0.0.1 (ports: params.yaml `stack:`), in the background
 	$(BIN)/visiongate up

@@ -86,8 +86,9 @@ def run(uri: str, name: str, images: list[Path], cache: Path) -> dict:
     from ultralytics import YOLO
 
     os.environ["MLFLOW_TRACKING_URI"] = uri
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    checkpoint = registry.checkout(uri, registry.resolve(uri, f"models:/{name}@champion"), cache)
+    version = registry.resolve(uri, f"models:/{name}@champion")
+    pyfunc = mlflow.pyfunc.load_model(str(registry.checkout_model(uri, version, cache)))  # checked
+    checkpoint = registry.checkout(uri, version, cache)
     meta = models.CheckpointMeta.read(checkpoint)
     if meta.family != "yolo":
         raise ValueError(f"{name}: the baseline is raw ultralytics; got family {meta.family}")

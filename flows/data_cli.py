@@ -9,8 +9,11 @@ describe it.
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import shutil
+import shlex
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -18,7 +21,9 @@ import yaml
 from visiongate.errors import ConfigError, DataError, NotFound
 from visiongate.paths import Project
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # DVC stage names allow no other punctuation
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # fullmatch; DVC stage names allow no other
+PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"             # a path part: no `..`, no leading `-`
+RELATIVE = re.compile(rf"{PART}(/{PART})*")       # no shell metacharacter, no absolute path
 SPLIT_NAMES = ("train", "val", "test")
 FORMATS = ("coco", "yolo", "voc", "masks")
 
@@ -31,24 +36,89 @@ def _prepare_code(root: Path) -> list[str]:
     return [p.relative_to(root).as_posix() for p in files if p.is_file()]
 
 
-def _copy_source(src: Path, raw: Path, root: Path, force: bool) -> None:
-    """Copy src to data/raw/NAME unless the same bytes are already there."""
+def dataset_name(name: str, what: str = "dataset") -> str:
+    """name when it is a dataset name (data/prepared/NAME), else a one-line ConfigError."""
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"{what} {name!r}: give a dataset name (letters, digits, '_' or '-'; "
+                          "a folder under data/prepared), not a path")
+    return name
+
+
+def _inside(root: Path, path: Path, what: str) -> Path:
+    """path made absolute (lexically: a project whose data/ or .cache/ links to another disk
+    keeps working), when it lies in the project; else a one-line ConfigError."""
+    resolved = Path(os.path.abspath(path))
+    if not resolved.is_relative_to(root):
+        raise ConfigError(f"{what} {str(path)!r} is outside the project {root}: give a path "
+                          "inside it")
+    return resolved
+
+
+def _params_file(root: Path, params: str) -> str:
+    """--params as it goes into the stage command: a relative path inside the project."""
+    if not RELATIVE.fullmatch(params):
+        raise ConfigError(f"--params {params!r}: give a file inside the project as a relative "
+                          "path of letters, digits and '_' '-' '.' '/' (no '..')")
+    _inside(root, root / params, "--params")
+    return params
+
+
+def _copy_source(src: Path, raw: Path, root: Path, force: bool) -> tuple[bool, Path | None]:
+    """Copy src's regular files to data/raw/NAME unless the same bytes are already there:
+    (whether raw is a new copy, the copy it replaced — kept aside until the import ends)."""
     from visiongate import versioning
-    from visiongate.datasets.prepare import tree_md5
+    from visiongate.datasets import rawcopy
 
     raw_rel = raw.relative_to(root).as_posix()
     if versioning.restore(root, raw_rel):
-        if tree_md5(raw) == tree_md5(src):
+        if rawcopy.matches(src, raw):
             print(f"{raw_rel}: same bytes as {src}, kept")
-            return
+            return False, None
         if not force:
             raise DataError(f"dataset {raw.name!r} was imported from a different source "
                             f"({raw_rel} differs from {src}); pass --force to replace it")
-        shutil.rmtree(raw)
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    # copyfile: the bytes, not the source's (often read-only) permissions
-    shutil.copytree(src, raw, copy_function=shutil.copyfile)
-    print(f"copied {src} -> {raw_rel}")
+    tmp, skipped = rawcopy.copy_regular(src, raw.parent)
+    try:
+        backup = rawcopy.swap_in(tmp, raw)
+    finally:
+        rawcopy.remove(tmp)  # left only when the swap failed
+    for issue in skipped:
+        print(f"{issue.kind:<14} {issue.file}: {issue.detail} [{issue.action}]")
+    print(f"copied {src} -> {raw_rel}" + (f" ({len(skipped)} entries left out: see "
+                                          "quarantine.csv)" if skipped else ""))
+    return True, backup
+
+
+@contextmanager
+def _undone_on_failure(root: Path, raw: Path):
+    """A failed import leaves the project as it was: dvc.yaml, dvc.lock, NAME.dvc and DVC's
+    .gitignore restored, a new raw copy removed and a replaced one put back."""
+    from visiongate.datasets import rawcopy
+
+    files = [root / "dvc.yaml", root / "dvc.lock", raw.with_name(f"{raw.name}.dvc"),
+             raw.parent / ".gitignore"]
+    saved = {path: path.read_bytes() if path.is_file() else None for path in files}
+    copy = {"new": False, "backup": None}
+    try:
+        yield copy
+    except BaseException:
+        changed = [p for p, data in saved.items()
+                   if data != (p.read_bytes() if p.is_file() else None)]
+        if copy["new"]:
+            rawcopy.remove(raw)
+            if copy["backup"] is not None:
+                copy["backup"].rename(raw)
+        for path in changed:
+            if saved[path] is None:
+                path.unlink()
+            else:
+                path.write_bytes(saved[path])
+        if copy["new"] or changed:
+            print(f"import of {raw.name!r} undone: dvc.yaml, dvc.lock and data/raw as before",
+                  file=sys.stderr)
+        raise
+    if copy["backup"] is not None:
+        rawcopy.remove(copy["backup"])
 
 
 def _params_entry(root: Path, params: str) -> list:
@@ -67,27 +137,30 @@ def _import(args: argparse.Namespace) -> int:
     from visiongate.datasets.splits import parse_ratios
 
     root, src = Path(args.root).resolve(), Path(args.src).resolve()
-    if not NAME.match(args.name):
-        raise ConfigError(f"--name {args.name!r}: use letters, digits, '_' or '-'")
+    name = dataset_name(args.name, "--name")
+    params = _params_file(root, args.params)
     if not src.is_dir():
         raise NotFound(f"no source folder at {src}")
     if not (root / ".dvc").is_dir():
         raise NotFound(f"{root} is not a DVC project (no .dvc/): run `dvc init` there")
     ratios = parse_ratios(args.split)
-    raw = root / "data" / "raw" / args.name
+    raw = root / "data" / "raw" / name
     if raw == src or raw in src.parents or src in raw.parents:
         raise DataError(f"source {src} overlaps {raw}: import from a folder outside data/raw")
-    _copy_source(src, raw, root, args.force)
-    raw_rel, out_rel = f"data/raw/{args.name}", f"data/prepared/{args.name}"
-    versioning.track(root, raw_rel)
-    split_arg = ",".join(f"{s}={ratios[s]:g}" for s in SPLIT_NAMES)
-    cmd = (f"python -m visiongate.datasets.prepare --format {args.format} --src {raw_rel} "
-           f"--out {out_rel} --split {split_arg} --seed {args.seed} --params {args.params}")
+    raw_rel, out_rel, stage = f"data/raw/{name}", f"data/prepared/{name}", f"prepare-{name}"
     outs = [f"{out_rel}/{s}" for s in SPLIT_NAMES] + [f"{out_rel}/quarantine.csv",
                                                        f"{out_rel}/{INFO}"]
-    versioning.set_stage(root, f"prepare-{args.name}", cmd, [raw_rel, *_prepare_code(root)],
-                         outs, _params_entry(root, args.params))
-    md5s = versioning.reproduce(root, args.name)
+    versioning.check_stage(root, stage, [raw_rel, *outs])  # before anything is written
+    split_arg = ",".join(f"{s}={ratios[s]:g}" for s in SPLIT_NAMES)
+    cmd = shlex.join(["python", "-m", "visiongate.datasets.prepare", "--format", args.format,
+                      "--src", raw_rel, "--out", out_rel, "--split", split_arg,
+                      "--seed", str(args.seed), "--params", params])
+    with _undone_on_failure(root, raw) as copy:
+        copy["new"], copy["backup"] = _copy_source(src, raw, root, args.force)
+        versioning.track(root, raw_rel)
+        versioning.set_stage(root, stage, cmd, [raw_rel, *_prepare_code(root)], outs,
+                             _params_entry(root, params))
+        md5s = versioning.reproduce(root, name)
     import json
 
     info = json.loads((root / out_rel / INFO).read_text())
@@ -101,7 +174,7 @@ def _validate(args: argparse.Namespace) -> int:
     from visiongate.datasets.validate import check_prepared, read_quarantine
 
     root = Path(args.root).resolve()
-    prepared = Project(root).prepared(args.name)
+    prepared = Project(root).prepared(dataset_name(args.name))
     md5s = versioning.reproduce(root, args.name)  # re-validates when data, code or params moved
     summary = check_prepared(prepared)
     lines = read_quarantine(prepared / "quarantine.csv")
@@ -120,13 +193,13 @@ def _stats(args: argparse.Namespace) -> int:
     from visiongate.datasets.stats import dataset_stats, format_stats, write_stat_plots
 
     root = Path(args.root).resolve()
-    prepared = Project(root).prepared(args.name)
+    prepared = Project(root).prepared(dataset_name(args.name))
     if not prepared.is_dir():
         raise NotFound(f"no dataset at {prepared}: `visiongate data import` it or "
                        "run `dvc repro`")
     stats = dataset_stats(prepared)
     print(format_stats(stats))
-    out = Path(args.out) if args.out else Project(root).stats(args.name)
+    out = _inside(root, Path(args.out), "--out") if args.out else Project(root).stats(args.name)
     for path in write_stat_plots(stats, out):
         print(f"wrote {path}")
     return 0

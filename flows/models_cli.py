@@ -83,25 +83,39 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     """Without --model: the deployments (flows/schedule.py) on the Prefect server.
-    With --model: `mlflow models serve` on 127.0.0.1 in this environment."""
-    if not args.model:
-        if not os.environ.get("PREFECT_API_URL"):
-            raise ConfigError("no Prefect server to serve the deployments on: run `make up` "
-                              "(visiongate up) first, or set PREFECT_API_URL")
-        from flows.schedule import serve_deployments
+    With --model: MLflow's scoring server on 127.0.0.1 behind visiongate.rest's guard."""
+    if args.model:
+        return _serve_model(args)
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ConfigError("no Prefect server to serve the deployments on: run `make up` "
+                          "(visiongate up) first, or set PREFECT_API_URL")
+    from flows.schedule import serve_deployments
 
-        serve_deployments(Path(args.root), args.params)
-        return 0
-    from visiongate import registry
+    serve_deployments(Path(args.root), args.params)
+    return 0
 
-    uri = _uri(args)
-    registry.resolve(uri, args.model)  # a clear error before the server starts
-    bin_dir = str(Path(sys.executable).parent)  # mlflow starts `uvicorn` from PATH
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
-           "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+
+def _serve_model(args: argparse.Namespace) -> int:
+    """uvicorn on visiongate.rest:create_app (what `mlflow models serve --env-manager local`
+    runs, plus the body limit and clean errors). The checked local copy of the version
+    (registry.checkout_model), tracking URI and params.yaml's
+    `serve:` limits (VISIONGATE_SERVE_MAX_* already set win) travel in the environment."""
+    from visiongate import registry, rest, tracking
+    from visiongate.config import load_params
+    from visiongate.paths import Project
+
+    root = Path(args.root).resolve()
+    params = load_params(root / args.params)
+    uri = tracking.tracking_uri(root, params.mlflow)
+    version = registry.resolve(uri, args.model)  # a clear error before the server starts
+    # the server loads this checked local copy (its MLmodel is visiongate's), not the URI
+    model_dir = registry.checkout_model(uri, version, Project(root).champions)
+    env = {**rest.environment(params.serve), **os.environ, "MLFLOW_TRACKING_URI": uri,
+           rest.MODEL_ENV: str(model_dir)}
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    return subprocess.call([sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model,
-                            "--env-manager", "local", "--host", "127.0.0.1",
+    rest.limits(env)  # a bad VISIONGATE_SERVE_* is a clear error here, not in the server
+    return subprocess.call([sys.executable, "-m", "uvicorn", "--factory",
+                            "visiongate.rest:create_app", "--host", "127.0.0.1",
                             "--port", str(args.port), "--workers", str(args.workers)], env=env)
 
 
@@ -148,7 +162,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve = _store_args(sub.add_parser("serve", help=(
         "run the deployments: scheduled retrain, weekly champion check, prediction on "
         "demand, data watcher (needs `make up`); with --model: serve that model over REST "
-        "on 127.0.0.1 (mlflow models serve)")))
+        "on 127.0.0.1 (MLflow's scoring server; limits in params.yaml `serve:`)")))
     serve.add_argument("--model", help="models:/NAME@ALIAS or models:/NAME/VERSION to serve over REST")
     serve.add_argument("--port", type=int, default=5001)
     serve.add_argument("--workers", type=int, default=1)

@@ -24,6 +24,7 @@ from visiongate.config import DetectConfig, Params, SegmentConfig, check_deep, f
 from visiongate.datasets.prepare import has_masks
 from visiongate.errors import DataError, RetrainBusy  # noqa: F401  (RetrainBusy: re-exported)
 from visiongate.vocab import HEADLINE_METRICS
+from visiongate.gate_stats import RecordFiles
 from visiongate.gates import GateResult
 from visiongate.lineage import IDENTITY, lineage_tags
 from visiongate.outcomes import DatasetInfo, Outcome
@@ -52,7 +53,8 @@ def retrain_all(project: Project, params: Params, force: bool = False) -> list[O
     verify_data(str(project.root), params.dataset, md5s)
     uri = tracking.tracking_uri(project.root, params.mlflow)
     # What changed is decided first (md5s, params, code): a no-change run stops here.
-    lineages = {task: lineage_tags(project.root, params.dataset, md5s, params_hash(cfg))
+    lineages = {task: lineage_tags(project.root, params.dataset, md5s, params_hash(cfg),
+                                   cfg.weights)
                 for task, cfg in params.model_tasks().items()}
     outcomes = {task: None if force else unchanged(uri, registry_name(params.dataset, task),
                                                    lineage)
@@ -118,12 +120,14 @@ class Job:
 
 @dataclass(frozen=True)
 class Scores:
-    """The candidate's test metrics, the champion's on the same split, and robustness."""
+    """The candidate's test metrics, the champion's on the same split, robustness, and
+    where their per-image records are (the gate's paired bootstrap)."""
 
     metrics: dict[str, float]
     champion_version: str | None
     champion_metrics: dict[str, float] | None
     robustness: dict[str, dict[str, float]] | None
+    records: RecordFiles | None = None
 
 
 def retrain_one(job: Job) -> Outcome:
@@ -172,17 +176,22 @@ def train_candidate(job: Job, run_id: str) -> str:
 
 
 def score(job: Job, checkpoint: str, run_id: str) -> Scores:
-    """Candidate and champion on the pinned test split; the candidate on corrupted copies."""
+    """Candidate and champion on the pinned test split; the candidate on corrupted copies.
+    Each evaluation also writes its per-image records, once, for the gate's bootstrap."""
     plots_dir, test = str(job.project.plots(run_id)), job.split("test")
-    metrics = evaluate_model(checkpoint, test, plots_dir)
     champion = champion_checkpoint(job.uri, job.name, str(job.project.champions))
-    champion_metrics = evaluate_model(champion[1], test) if champion else None
     robustness, robust_cfg = None, job.cfg.gate.robustness
+    records = RecordFiles.in_dir(job.project.records(run_id), champion is not None,
+                                 list(robust_cfg.corruptions) if robust_cfg else [])
+    metrics = evaluate_model(checkpoint, test, plots_dir, records.candidate)
+    champion_metrics = evaluate_model(champion[1], test, None, records.champion) if champion else None
     if robust_cfg:
         cache = job.project.robustness(job.params.dataset, job.md5s["test"])
-        robustness = evaluate_robustness(checkpoint, test, str(cache), robust_cfg.corruptions)
+        robustness = evaluate_robustness(checkpoint, test, str(cache), robust_cfg.corruptions,
+                                         records.corrupted_dir)
         plot_robustness(metrics, robustness, robust_cfg, plots_dir)
-    return Scores(metrics, champion[0] if champion else None, champion_metrics, robustness)
+    return Scores(metrics, champion[0] if champion else None, champion_metrics, robustness,
+                  records)
 
 
 def decide(job: Job, scores: Scores, run_id: str) -> tuple[GateResult, str]:
@@ -191,7 +200,7 @@ def decide(job: Job, scores: Scores, run_id: str) -> tuple[GateResult, str]:
     plots = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png"))
     verdict, report = gate(job.name, scores.metrics, scores.champion_metrics,
                            scores.champion_version, job.cfg.gate, job.lineage, scores.robustness,
-                           job.data.quarantine, plots, run_id)
+                           job.data.quarantine, plots, run_id, scores.records)
     log_results(job.uri, run_id, scores.metrics, verdict, report, scores.robustness,
                 str(plots_dir))
     return verdict, report

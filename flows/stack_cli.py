@@ -41,7 +41,14 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     state_dir = Project.at(args.root).stack
     for name in ("prefect", "mlflow"):
-        print(f"{name}: {'stopped' if stack.stop(state_dir, name) else 'was not running'}")
+        state = stack.read_state(state_dir, name)
+        if stack.stop(state_dir, name):
+            print(f"{name}: stopped")
+        elif state:  # its pid is gone or now another process: that one is left alone
+            print(f"{name}: was not running (removed a stale {name}.json for pid "
+                  f"{state.get('pid')}; nothing was signalled)")
+        else:
+            print(f"{name}: was not running")
     return 0
 
 

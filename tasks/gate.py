@@ -1,7 +1,10 @@
+import math
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from visiongate.config import GateConfig
+from visiongate.gate_stats import MetricInterval, RecordFiles, load_gate_samples
 from visiongate.gates import GateResult, evaluate_gate
 from visiongate.outcomes import QuarantineSummary
 from visiongate.report import gate_report
@@ -11,14 +14,16 @@ from visiongate.report import gate_report
 def gate(name: str, candidate: dict, champion: dict | None, champion_version: str | None,
          cfg: GateConfig, lineage: dict[str, str], robustness: dict | None = None,
          quarantine: QuarantineSummary | None = None, plots: list[str] | None = None,
-         run_id: str | None = None) -> tuple[GateResult, str]:
-    """Decide promotion; publish the report as a Prefect artifact; return (verdict, report)."""
-    result = evaluate_gate(candidate, champion, cfg, robustness, quarantine)
+         run_id: str | None = None, records: RecordFiles | None = None) -> tuple[GateResult, str]:
+    """Decide promotion (paired bootstrap over the evaluations' per-image `records`; point
+    estimates without them); publish the report as a Prefect artifact; return (verdict, report)."""
+    samples = load_gate_samples(records, cfg, candidate) if records else None
+    result = evaluate_gate(candidate, champion, cfg, robustness, quarantine, samples)
     report = gate_report(name, candidate, champion, champion_version, result, lineage,
                          robustness, cfg.robustness, plots, run_id)
     create_markdown_artifact(report, key=f"gate-report-{name}".lower(), description=f"gate: {name}")
     publish_metrics_table(name, candidate, champion, f"candidate vs champion v{champion_version}"
-                          if champion_version else "candidate (no champion yet)")
+                          if champion_version else "candidate (no champion yet)", result)
     return result, report
 
 
@@ -30,14 +35,26 @@ def floor_check(metrics: dict, cfg: GateConfig) -> GateResult:
     return evaluate_gate(metrics, None, floors_only)
 
 
-def publish_metrics_table(name: str, metrics: dict, champion: dict | None, description: str) -> None:
-    """Prefect table artifact `metrics-<name>`: each metric, with the champion's and the
-    difference when there is one (NaN, an undefined metric, shows empty)."""
-    def cell(value):
-        return None if value is None or value != value else round(float(value), 4)
-
-    rows = [{"metric": k, "value": cell(v),
-             **({"champion": cell(champion.get(k)), "delta": cell(
-                 v - champion[k] if k in champion else None)} if champion is not None else {})}
-            for k, v in sorted(metrics.items())]
+def publish_metrics_table(name: str, metrics: dict, champion: dict | None, description: str,
+                          result: GateResult | None = None) -> None:
+    """Prefect table artifact `metrics-<name>`: each metric with its bootstrap interval
+    (`low`/`high`: gated metrics), and the champion's, the difference and its interval
+    (`delta_low`/`delta_high`) when there is one. NaN, an undefined metric, shows empty."""
+    intervals = {i.name: i for i in (result.intervals if result else ())}
+    rows = [_row(k, v, champion, intervals.get(k)) for k, v in sorted(metrics.items())]
     create_table_artifact(rows, key=f"metrics-{name}".lower(), description=description)
+
+
+def _row(metric: str, value, champion: dict | None, interval: MetricInterval | None) -> dict:
+    row = {"metric": metric, "value": _cell(value), "low": _cell(interval and interval.low),
+           "high": _cell(interval and interval.high)}
+    if champion is not None:
+        row |= {"champion": _cell(champion.get(metric)),
+                "delta": _cell(value - champion[metric] if metric in champion else None),
+                "delta_low": _cell(interval and interval.delta_low),
+                "delta_high": _cell(interval and interval.delta_high)}
+    return row
+
+
+def _cell(value):
+    return None if value is None or math.isnan(value) else round(float(value), 4)

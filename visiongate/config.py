@@ -84,6 +84,8 @@ class _ModelConfig(Frozen):
     model: str | None = None       # ultralytics families: model yaml (None: family default)
     backbone: str | None = None    # torchvision families (None: family default)
     weights: str | None = None     # optional local weights file; nothing is ever downloaded
+    # ultralytics families: trust `weights` (a pickle) beyond safe loading, only with this sha256
+    weights_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     epochs: int = Field(25, ge=1)
     batch: int = Field(16, ge=1)
     lr: float = Field(0.002, gt=0)
@@ -121,6 +123,8 @@ class _ModelConfig(Frozen):
         return self.family in ("yolo", "rtdetr")
 
     def _check_family_fields(self, section: str) -> None:
+        if self.weights_sha256 and not self.weights:
+            raise ConfigError(f"{section}.weights_sha256 pins a file, but {section}.weights is unset")
         if self.ultralytics_family:
             key = "yolo-seg" if self.task == "instance" else self.family
             name = Path(self.model).name
@@ -204,6 +208,9 @@ class ValidationConfig(Frozen):
     # A box outside the image by at most this fraction of the image side is clipped
     # (and reported as clipped); further out it is quarantined.
     clip_tolerance: float = Field(0.02, ge=0, le=0.5)
+    # An image (or mask) with more pixels than this, by its header, is quarantined (too_large)
+    # before decoding: 40 MP decodes to 120 MB RGB and ~0.5 GB as float32 copies.
+    max_pixels: int = Field(40_000_000, ge=1)
 
 
 class MlflowConfig(Frozen):
@@ -222,6 +229,15 @@ class StackConfig(Frozen):
 
     prefect: ServerConfig = ServerConfig(port=4200)
     mlflow: ServerConfig = ServerConfig(port=5000)
+
+
+class ServeConfig(Frozen):
+    """REST limits of `visiongate serve --model` (visiongate.rest); rows and pixels also bind
+    any server of the pyfunc model (VISIONGATE_SERVE_MAX_* in its environment)."""
+
+    max_body_mb: float = Field(20, gt=0)               # larger request bodies: HTTP 413
+    max_rows: int = Field(64, ge=1)                    # more images in one request: HTTP 413
+    max_pixels: int = Field(40_000_000, ge=1)          # larger image (header size): row `too_large`
 
 
 class ScheduleConfig(Frozen):
@@ -249,6 +265,7 @@ class Params(Frozen):
     mlflow: MlflowConfig = MlflowConfig()
     stack: StackConfig = StackConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    serve: ServeConfig = ServeConfig()
 
     def model_tasks(self) -> dict[str, DetectConfig | SegmentConfig]:
         """The enabled model tasks, in the order the flow trains them."""

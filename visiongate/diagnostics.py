@@ -104,6 +104,29 @@ def precision_recall(cm: np.ndarray, class_names: list[str]) -> dict[str, float]
     return {k: float(v) for k, v in out.items()}
 
 
+def per_image_counts(matches: list[ImageMatch], category_ids: list[int]) -> dict[str, np.ndarray]:
+    """Per image, what precision_recall sums: (N, K) arrays, classes in `category_ids`
+    order — "tp" (the confusion's diagonal: boxes matched by a detection of their class),
+    "pred" (column sums: detections) and "gt" (row sums: ground-truth boxes). Summed over
+    the images they are `confusion(matches, ...)`'s; one pass over all images (bootstrap)."""
+    index = {int(c): k for k, c in enumerate(category_ids)}
+    n, k = len(matches), len(index)
+
+    def cells(labels: list[np.ndarray]) -> np.ndarray:   # image * k + class index
+        flat = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+        image = np.repeat(np.arange(n), [len(v) for v in labels])
+        return image * k + np.asarray([index[int(c)] for c in flat], dtype=np.int64)
+
+    gt, det = cells([m.gt_labels for m in matches]), cells([m.labels for m in matches])
+    matched = np.concatenate([m.gt_match for m in matches]) if matches else np.zeros(0, np.int64)
+    first_det = np.repeat(np.cumsum([0] + [len(m.labels) for m in matches])[:-1],
+                          [len(m.gt_labels) for m in matches])
+    right = matched >= 0
+    right[right] = det[first_det[right] + matched[right]] == gt[right]
+    return {name: np.bincount(cell, minlength=n * k).reshape(n, k)
+            for name, cell in (("tp", gt[right]), ("pred", det), ("gt", gt))}
+
+
 def worst(scores: list[float], n: int, highest: bool = True) -> list[int]:
     """Indices of the n worst items: most errors (highest) or lowest score, ties by index."""
     order = sorted(range(len(scores)), key=lambda i: (-scores[i] if highest else scores[i], i))

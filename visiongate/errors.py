@@ -44,3 +44,7 @@ class RetrainBusy(VisiongateError, RuntimeError):
 
 class StackError(VisiongateError, RuntimeError):
     """A local server of `visiongate up` cannot start, or its port is taken by another."""
+
+
+class RequestTooLarge(DataError):
+    """A prediction request exceeds a `serve:` limit (body size, images per request)."""

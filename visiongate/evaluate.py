@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from visiongate import bootstrap, diagnostics, metrics, models, plots, semantic
+from visiongate.datasets import safe_load
 from visiongate.datasets.coco import Split, load_split, read_semantic_mask
 from visiongate.errors import DataError
 from visiongate.robustness import corrupt_split
@@ -32,34 +33,32 @@ def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None,
     if model_classes != list(split.class_names):
         raise DataError(f"{checkpoint} was trained on classes {model_classes}, "
                         f"but {split_dir} has {list(split.class_names)}: they cannot be compared")
+    safe_load.check_images(split.image_path(im) for im in split.images)  # headers, pixel limit
     predictions = models.predict(checkpoint, [split.image_path(im) for im in split.images])
     threshold = meta.config.get("score_threshold", 0.25)
+    image_ids = [im["id"] for im in split.images]
+    if meta.task not in ("detect", "instance"):
+        if records_path is not None:
+            targets = [read_semantic_mask(split, im) for im in split.images]
+            bootstrap.semantic_records(predictions, targets, semantic.label_names(
+                split.class_names), image_ids).save(Path(records_path))
+        return _semantic(split, predictions, plots_dir)
+    # post-processed by models.predict; matched once at the operating point
+    matches = [diagnostics.match(diagnostics.gt_boxes(split.annotations[i]), p, threshold)
+               for i, p in zip(image_ids, predictions)]
     if records_path is not None:
-        Path(records_path).parent.mkdir(parents=True, exist_ok=True)
-        _records(split, predictions, meta.task, threshold).save(Path(records_path))
-    if meta.task in ("detect", "instance"):  # post-processed by models.predict
-        return _detection(split, predictions, meta.task, threshold, plots_dir)
-    return _semantic(split, predictions, plots_dir)
-
-
-def _records(split: Split, predictions: list, task: str, threshold: float) -> bootstrap.Records:
-    """Per-image records of the predictions, in the split's image order."""
-    if task in ("detect", "instance"):
-        return bootstrap.detection_records(split.coco_dict(), [im["id"] for im in split.images],
-                                           predictions, task, threshold)
-    targets = [read_semantic_mask(split, im) for im in split.images]
-    return bootstrap.semantic_records(predictions, targets, semantic.label_names(split.class_names))
+        bootstrap.detection_records(split.coco_dict(), image_ids, predictions, meta.task,
+                                    threshold, matches=matches).save(Path(records_path))
+    return _detection(split, predictions, meta.task, threshold, plots_dir, matches)
 
 
 def _detection(split: Split, predictions: list[dict], task: str, threshold: float,
-               plots_dir: Path | None) -> dict[str, float]:
+               plots_dir: Path | None, matches: list) -> dict[str, float]:
     gt, image_ids = split.coco_dict(), [im["id"] for im in split.images]
     scores = metrics.detection_metrics(gt, image_ids, predictions)
     if task == "instance":
         masks = metrics.detection_metrics(gt, image_ids, predictions, "segm")
         scores.update({f"mask_{k}": v for k, v in masks.items()})
-    matches = [diagnostics.match(diagnostics.gt_boxes(split.annotations[i]), p, threshold)
-               for i, p in zip(image_ids, predictions)]
     categories = sorted(split.categories, key=lambda c: c["id"])
     cm = diagnostics.confusion(matches, [c["id"] for c in categories])
     scores.update(diagnostics.precision_recall(cm, list(split.class_names)))

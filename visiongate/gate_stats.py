@@ -30,16 +30,6 @@ from visiongate.errors import DataError
 if TYPE_CHECKING:
     from visiongate.config import GateConfig
 
-# Metrics visiongate.bootstrap can resample (a prefix ending in "/" stands for its classes).
-SAMPLED = ("map50", "map50_95", "map75", "precision", "recall", "ap/", "precision/",
-           "recall/", "miou", "dice", "pixel_acc", "iou/")
-
-
-def sampled(name: str) -> bool:
-    """Whether the bootstrap gives samples of this metric (`mask_` versions included)."""
-    base = name.removeprefix("mask_")
-    return any(base.startswith(s) if s.endswith("/") else base == s for s in SAMPLED)
-
 
 @dataclass(frozen=True)
 class Interval:
@@ -152,10 +142,8 @@ def gated_names(cfg: GateConfig, candidate_metrics: Mapping[str, float]) -> Gate
     per_class = [k for prefix in cfg.class_floors for k in candidate_metrics
                  if k.startswith(f"{prefix.rstrip('/')}/")]
     robust = [cfg.robustness.metric] if cfg.robustness and cfg.robustness.corruptions else []
-    names = dict.fromkeys([*cfg.floors, *cfg.max_drop, *per_class, *robust])
-    return GatedNames(tuple(n for n in names if sampled(n)),
-                      tuple(n for n in cfg.max_drop if sampled(n)),
-                      tuple(n for n in robust if sampled(n)))
+    return GatedNames(tuple(dict.fromkeys([*cfg.floors, *cfg.max_drop, *per_class, *robust])),
+                      tuple(cfg.max_drop), tuple(robust))
 
 
 @dataclass(frozen=True)
@@ -192,7 +180,11 @@ def load_gate_samples(files: RecordFiles, cfg: GateConfig,
     counts = bootstrap.resample_counts(len(candidate.image_ids), cfg.resamples, cfg.seed)
 
     def samples(records, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
-        return bootstrap.metric_samples(records, counts, list(wanted)) if wanted else {}
+        classes = {str(c) for c in records.arrays["class_names"]}
+        # the rest (map_small, mar100 ...; a class the records lack) is judged on points
+        known = [n for n in wanted if bootstrap.is_supported(records.kind, n)
+                 and ("/" not in n or n.split("/", 1)[1] in classes)]
+        return bootstrap.metric_samples(records, counts, known) if known else {}
 
     def paired(path: str | None, wanted: tuple[str, ...]) -> dict[str, np.ndarray] | None:
         if path is None or not Path(path).is_file():

@@ -15,7 +15,7 @@ one counts matrix for candidate, champion and corrupted copies), at c = ``confid
   c-confident r > max_relative_drop, i.e. r's lower one-sided c bound is above it.
 - Floors and per-class floors: ``floors_on: point`` judges the estimate, ``lower`` its
   lower one-sided c bound; the interval is shown either way.
-- Small split: a two-sided interval of d (r) with a half-width above max_drop
+- Small split: a two-sided interval of d (r) with a half-width above a non-zero max_drop
   (max_relative_drop) adds a warning naming about how many test images would detect
   such a drop at the observed variance: n * (half-width / max_drop)^2, rounded up.
 
@@ -116,13 +116,14 @@ def _span(interval: Interval, confidence: float, fmt: str) -> str:
 
 
 def _small_split(interval: Interval, limit: float, n_images: int, what: str) -> str:
-    """The warning when the interval is too wide to tell a drop of `limit` from noise."""
-    if interval.half_width <= limit:
+    """The warning when the interval is too wide to tell a drop of `limit` from noise
+    (none for a limit of 0: any confident drop refuses, no split size is "enough")."""
+    if limit <= 0 or interval.half_width <= limit:
         return ""
-    needed = n_needed(n_images, interval.half_width, limit)
-    more = f"; about {needed} test images would be needed at this variance" if needed else ""
     return (f"test split too small to detect {what}: the interval's half-width is "
-            f"{interval.half_width:.3f} on {n_images} images{more}")
+            f"{interval.half_width:.3f} on {n_images} images; about "
+            f"{n_needed(n_images, interval.half_width, limit)} test images would be needed "
+            "at this variance")
 
 
 def _with_warning(text: str, warning: str) -> str:
@@ -150,7 +151,7 @@ def _floor_verdict(check_name: str, name: str, value: float, floor: float,
         judged, rule = lower_bound(values, c), f"lower one-sided {c:.0%} bound >= floor"
         text += f", lower {c:.0%} bound {judged:.3f}"
     elif evidence.floors_on == "lower":
-        rule += f" ({evidence.point_only(name)})"
+        rule = f"estimate >= floor ({evidence.point_only(name)})"
         text += f" ({evidence.point_only(name)})"
     ok = judged >= floor
     return Check(check_name, ok, f"{text} {'>=' if ok else '<'} floor {floor:.3f}", value,
@@ -184,6 +185,8 @@ def _regression_check(candidate: dict[str, float], champion: dict[str, float] | 
     if refused:
         text += (f": {c:.0%} confident it dropped more than that "
                  f"(upper {c:.0%} bound of the change {upper:+.3f})")
+    elif value - best < -max_drop:
+        text += f": dropped more than that, but not {c:.0%} confidently (upper bound {upper:+.3f})"
     warning = _small_split(interval, max_drop, n, f"a drop of {max_drop:.3f}")
     rule = (f"refused iff {c:.0%} confident the drop exceeds max_drop "
             f"(upper one-sided {c:.0%} bound of the paired change < -max_drop)")
@@ -193,7 +196,7 @@ def _regression_check(candidate: dict[str, float], champion: dict[str, float] | 
 
 def _point_regression(check_name: str, name: str, value: float, best: float,
                       max_drop: float, why: str) -> Check:
-    drop, rule = best - value, f"point estimates: change >= -max_drop ({why})"
+    drop, rule = best - value, f"change >= -max_drop ({why})"
     if value >= best - max_drop - _TOLERANCE:
         return Check(check_name, True, f"{name} {value:.3f} vs champion {best:.3f} "
                      f"(change {-drop:+.3f}, max drop {max_drop:.3f}; {why})", -drop, rule=rule)
@@ -247,7 +250,7 @@ def _robust_check(candidate: dict[str, float], corrupted: dict[str, float] | Non
     if drops is None:
         why = evidence.point_only(f"{metric} on {name}")
         return Check(check_name, drop <= limit + _TOLERANCE, f"{text}, max {limit:.1%}; {why})",
-                     drop, rule=f"point estimates: relative drop <= max ({why})")
+                     drop, rule=f"relative drop <= max ({why})")
     c = evidence.confidence
     interval, lower = two_sided(drops, c), lower_bound(drops, c)
     refused = lower > limit + _TOLERANCE

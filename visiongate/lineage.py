@@ -50,13 +50,29 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def weights_sha256(weights: str | None) -> str:
+    """sha256 of the local `weights:` file a model starts from ("none" without one): the
+    params name the file, this pins what was in it."""
+    if not weights:
+        return "none"
+    path, digest = Path(weights), hashlib.sha256()
+    if not path.is_file():
+        return "missing"
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 # What identifies a candidate: same values here means retraining would repeat a version.
-IDENTITY = ("params_hash", "code_hash", "data.md5.train", "data.md5.val", "data.md5.test",
-            *(f"version.{lib}" for lib in LIBRARIES))
+IDENTITY = ("params_hash", "code_hash", "weights.sha256", "data.md5.train", "data.md5.val",
+            "data.md5.test", *(f"version.{lib}" for lib in LIBRARIES))
 
 
-def lineage_tags(root: Path, dataset: str, md5s: dict[str, str], params_hash: str) -> dict[str, str]:
-    tags = {"dataset": dataset, "params_hash": params_hash, "code_hash": code_hash()}
+def lineage_tags(root: Path, dataset: str, md5s: dict[str, str], params_hash: str,
+                 weights: str | None = None) -> dict[str, str]:
+    tags = {"dataset": dataset, "params_hash": params_hash, "code_hash": code_hash(),
+            "weights.sha256": weights_sha256(weights)}
     tags.update({f"data.md5.{split}": md5 for split, md5 in md5s.items()})
     tags.update(git_state(root))
     tags.update(library_versions())

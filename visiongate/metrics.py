@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 
 import numpy as np
 import torch
@@ -25,7 +24,8 @@ from faster_coco_eval import COCO, COCOeval_faster
 from pycocotools import mask as mask_utils
 from torchvision import ops
 
-from visiongate import geometry
+from visiongate import coco_schema, geometry
+from visiongate.datasets import safe_load
 from visiongate.errors import DataError, NotFound
 from visiongate.vocab import COCO_STAT_NAMES
 
@@ -208,14 +208,15 @@ def pr_curves(gt: dict, image_ids: list[int], predictions: list[dict],
 
 
 def _read_json(path, kind: type, what: str):
-    """JSON from ``path`` that must be a ``kind``; errors name the file."""
+    """JSON from ``path`` that must be a ``kind``, read bounded (size and nesting checked
+    before parsing: safe_load.load_json); errors name the file."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = safe_load.load_json(path)
     except FileNotFoundError:
         raise NotFound(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: not a readable JSON file ({err})") from None
+    except (OSError, DataError) as err:
+        reason = str(err).removeprefix(f"{path}: ")
+        raise DataError(f"{path}: not a readable JSON file ({safe_load.cut(reason)})") from None
     if not isinstance(data, kind):
         raise DataError(f"{path}: expected {what}, found a JSON {type(data).__name__}")
     return data
@@ -226,26 +227,24 @@ def evaluate_coco_files(gt_path, pred_path, iou_type: str = "bbox") -> dict[str,
 
     ``pred_path`` holds the standard results list ``[{image_id, category_id, bbox |
     segmentation, score}, ...]``; for ``"segm"`` a result's ``bbox`` is ignored (see
-    _to_coco_results). Same keys and NaN rules as detection_metrics. A missing file or
-    one that is not such JSON raises NotFound / DataError naming the file.
+    _to_coco_results) and its segmentation (RLE with string or list counts, or polygons)
+    is scored as a compressed RLE. Same keys and NaN rules as detection_metrics. A missing file, one
+    that is not such JSON, a mistyped field, a result for an unknown image or category, or
+    an RLE not of its image's size raises NotFound / DataError naming the file
+    (visiongate.coco_schema).
     """
+    if iou_type not in ("bbox", "segm"):
+        raise DataError(f"iou_type must be 'bbox' or 'segm', not {iou_type!r}")
     gt = _read_json(gt_path, dict, "a COCO dataset object")
     results = _read_json(pred_path, list, "a list of COCO results")
-    try:
-        coco_gt = _coco_gt(gt, iou_type)
-    except (KeyError, TypeError, IndexError) as err:
-        raise DataError(f"{gt_path}: not a COCO dataset (bad or missing {err})") from None
+    sizes = coco_schema.check_ground_truth(gt, gt_path, iou_type)
+    category_ids = {c["id"] for c in gt["categories"]}
+    coco_schema.check_results(results, pred_path, sizes, category_ids, iou_type)
     key = "segmentation" if iou_type == "segm" else "bbox"
-    fields = ("image_id", "category_id", "score", key)
-    try:
-        results = [{f: r[f] for f in fields} for r in results]
-    except (KeyError, TypeError) as err:
-        raise DataError(f"{pred_path}: every result needs {', '.join(fields)} "
-                        f"(missing {err})") from None
-    unknown = sorted({r["image_id"] for r in results} - set(coco_gt.getImgIds()))
-    if unknown:
-        raise DataError(f"{pred_path}: image ids not in {gt_path}: {unknown[:10]}")
-    try:
-        return _evaluate(coco_gt, results, iou_type, coco_gt.getImgIds())
-    except (KeyError, TypeError, IndexError, AssertionError) as err:
-        raise DataError(f"{gt_path} / {pred_path}: cannot evaluate ({err!r})") from None
+    results = [{f: r[f] for f in ("image_id", "category_id", "score", key)} for r in results]
+    for r in results if iou_type == "segm" else []:  # polygons, list counts -> compressed RLE
+        rle = geometry.to_rle(r["segmentation"], *sizes[r["image_id"]])
+        r["segmentation"] = {"size": [int(v) for v in rle["size"]],
+                             "counts": bytes(rle["counts"]).decode("ascii")}
+    coco_gt = _coco_gt(gt, iou_type)
+    return _evaluate(coco_gt, results, iou_type, coco_gt.getImgIds())

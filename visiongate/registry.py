@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from visiongate.errors import RegistryError
+from visiongate.mlmodel import check_model_dir
 from visiongate.tracking import process_tracking_uri
 from visiongate.vocab import HEADLINE_METRICS
 
@@ -140,16 +141,27 @@ def resolve(uri: str, model_uri: str) -> Version:
     return found
 
 
-def checkout(uri: str, version: Version, cache_root: Path) -> Path:
-    """Local copy of a version's checkpoint folder (meta.json + weights), per name and version."""
-    dst = Path(cache_root) / f"{version.name}-v{version.version}"
+def checkout_model(uri: str, version: Version, cache_root: Path) -> Path:
+    """Local copy of a version's MLflow model folder (per name and version under cache_root),
+    checked before anything loads it: its MLmodel must be visiongate's own (mlmodel.py),
+    else ModelError naming the version. Load a version only from here."""
+    cache_root, label = Path(cache_root), f"{version.name} v{version.version}"
+    dst = cache_root / f"{version.name}-v{version.version}"
+    if dst.resolve().parent != cache_root.resolve():
+        raise RegistryError(f"{label}: the model name cannot name a local folder")
     dst.mkdir(parents=True, exist_ok=True)
     source = MlflowClient(uri).get_model_version_download_uri(version.name, version.version)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dst),
                                                      tracking_uri=uri))
-    # a pyfunc model keeps the checkpoint as its data folder; older versions are the folder
-    pyfunc_data = local / "data" / "checkpoint"
-    return pyfunc_data if (pyfunc_data / "meta.json").exists() else local
+    check_model_dir(local, label)
+    return local
+
+
+def checkout(uri: str, version: Version, cache_root: Path) -> Path:
+    """The checkpoint folder (meta.json + weights) of a checked local copy of the version
+    (checkout_model): the pyfunc model's data folder."""
+    return check_model_dir(checkout_model(uri, version, cache_root),
+                           f"{version.name} v{version.version}")
 
 
 def _tag(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:

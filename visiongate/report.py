@@ -9,7 +9,8 @@ import math
 from pathlib import Path
 
 from visiongate.config import RobustnessConfig
-from visiongate.gates import GateResult, relative_drop
+from visiongate.gate_stats import MetricInterval
+from visiongate.gates import Check, GateResult, relative_drop
 
 PROMOTE = "PROMOTE"
 KEEP = "KEEP CHAMPION"
@@ -43,26 +44,44 @@ def _headline(model_name: str, champion_version: str | None, result: GateResult)
     failed = sum(not c.passed for c in result.checks)
     summary = (f"{len(result.checks) - failed} of {len(result.checks)} gate checks passed: "
                f"{result.decision(champion_version)}.")
-    return [f"# {model_name}: {verdict}", "", f"**Verdict: {verdict}** — {summary}", ""]
+    lines = [f"# {model_name}: {verdict}", "", f"**Verdict: {verdict}** — {summary}", ""]
+    if result.warnings:
+        lines += ["> ⚠️ **Small test split.** " + " · ".join(map(_cell, result.warnings)), ""]
+    return lines
 
 
-def _metric_table(candidate: dict, champion: dict | None,
-                  champion_version: str | None) -> list[str]:
+def _span(low: float | None, high: float | None, fmt: str = ".4f") -> str:
+    return "—" if low is None or high is None else f"[{low:{fmt}}, {high:{fmt}}]"
+
+
+def _metric_table(candidate: dict, champion: dict | None, champion_version: str | None,
+                  result: GateResult) -> list[str]:
+    """Headline metrics; with bootstrap samples, interval columns for the gated ones."""
     names = list(candidate) + [n for n in (champion or {}) if n not in candidate]
     head = f"champion (v{champion_version})" if champion_version else "champion"
-    lines = ["## Metrics", "", f"| metric | candidate | {head} | delta |",
-             "|---|---:|---:|---:|"]
+    intervals = {i.name: i for i in result.intervals}
+    ci = f"{result.confidence:.0%} interval" if intervals else ""
+    cols = ["metric", "candidate", *([ci] if ci else []), head, "delta",
+            *([f"delta {ci}"] if ci else [])]
+    lines = ["## Metrics", "", "| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
     for name in (n for n in names if "/" not in n):
-        cand, champ = _number(candidate, name), _number(champion, name)
-        lines.append(f"| {_cell(name)} | {_fmt(cand)} | {_fmt(champ)} | {_delta(cand, champ)} |")
+        cand, champ, iv = _number(candidate, name), _number(champion, name), intervals.get(name)
+        cells = [_fmt(cand), _fmt(champ), _delta(cand, champ)]
+        if ci:
+            cells[1:1] = [_span(iv and iv.low, iv and iv.high)]
+            cells.append(_span(iv and iv.delta_low, iv and iv.delta_high, "+.4f"))
+        lines.append(f"| {_cell(name)} | " + " | ".join(cells) + " |")
     if not names:
-        lines.append("| (no metrics) | — | — | — |")
-    return lines + [""] + _per_class_table([n for n in names if "/" in n], candidate, champion)
+        lines.append("| (no metrics) |" + " — |" * (len(cols) - 1))
+    return lines + [""] + _per_class_table([n for n in names if "/" in n], candidate, champion,
+                                           intervals)
 
 
-def _per_class_table(names: list[str], candidate: dict, champion: dict | None) -> list[str]:
+def _per_class_table(names: list[str], candidate: dict, champion: dict | None,
+                     intervals: dict[str, MetricInterval]) -> list[str]:
     """Rows = classes, columns = per-class metrics (`ap/<class>`, `recall/<class>` ...):
-    candidate value, and its delta to the champion in brackets."""
+    candidate value, its bootstrap interval when gated, and its delta to the champion in
+    brackets."""
     prefixes = list(dict.fromkeys(n.split("/", 1)[0] for n in names))
     classes = list(dict.fromkeys(n.split("/", 1)[1] for n in names))
     if not names:
@@ -74,8 +93,9 @@ def _per_class_table(names: list[str], candidate: dict, champion: dict | None) -
         cells = []
         for prefix in prefixes:
             cand, champ = _number(candidate, f"{prefix}/{cls}"), _number(champion, f"{prefix}/{cls}")
-            delta = _delta(cand, champ)
-            cells.append(_fmt(cand) + (f" ({delta})" if delta != "—" else ""))
+            delta, iv = _delta(cand, champ), intervals.get(f"{prefix}/{cls}")
+            cells.append(_fmt(cand) + (f" {_span(iv.low, iv.high)}" if iv else "")
+                         + (f" ({delta})" if delta != "—" else ""))
         lines.append(f"| {_cell(cls)} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -90,12 +110,24 @@ def _plot_links(plots: list[str], run_id: str | None) -> list[str]:
 
 def _check_list(result: GateResult) -> list[str]:
     lines = ["## Gate checks", ""]
+    if result.confidence is not None:
+        c = f"{result.confidence:.0%}"
+        lines += [(f"Intervals: two-sided {c} paired-bootstrap intervals over the test images "
+                   "(candidate, champion and corrupted copies resampled alike). Non-regression "
+                   f"and robustness refuse only when {c} confident of a drop beyond their limit."),
+                  ""]
     for check in result.checks:
         mark = "✅" if check.passed else "❌"
         lines.append(f"- {mark} `{check.name}` — {check.detail}")
+        lines += _check_numbers(check)
     if not result.checks:
         lines.append("- no gate checks configured")
     return lines + [""]
+
+
+def _check_numbers(check: Check) -> list[str]:
+    """A sub-line naming the rule applied (the estimate and interval are in the detail)."""
+    return [f"  - rule: {_cell(check.rule)}"] if check.rule else []
 
 
 def _lineage_table(lineage: dict[str, str]) -> list[str]:
@@ -114,7 +146,7 @@ def _robustness_table(candidate: dict, robustness: dict[str, dict] | None,
              f"Candidate `{_cell(cfg.metric)}` on corrupted copies of the test split.", ""]
     if robustness is None:
         return lines + ["robustness not evaluated", ""]
-    passed = {c.name: c.passed for c in result.checks}
+    checks = {c.name: c for c in result.checks}
     lines += ["| corruption | severity | clean | corrupted | relative drop | max allowed | |",
               "|---|---:|---:|---:|---:|---:|:-:|"]
     clean = _number(candidate, cfg.metric)
@@ -122,7 +154,10 @@ def _robustness_table(candidate: dict, robustness: dict[str, dict] | None,
         corrupted = _number(robustness.get(name), cfg.metric)
         usable = [v for v in (clean, corrupted) if v is not None and not math.isnan(v)]
         drop = f"{relative_drop(clean, corrupted):.1%}" if len(usable) == 2 else "—"
-        mark = {True: "✅", False: "❌"}.get(passed.get(f"robust:{name}"), "—")
+        check = checks.get(f"robust:{name}")
+        if check is not None and check.low is not None:
+            drop += f" {_span(check.low, check.high, '.1%')}"
+        mark = {True: "✅", False: "❌"}.get(check.passed if check else None, "—")
         lines.append(f"| {_cell(name)} | {severity} | {_fmt(clean)} | {_fmt(corrupted)} | "
                      f"{drop} | {cfg.max_relative_drop:.1%} | {mark} |")
     return lines + [""]
@@ -142,7 +177,7 @@ def gate_report(model_name: str, candidate: dict, champion: dict | None,
     paths relative to the report (e.g. ``plots/pr_curves.png``) in MLflow run ``run_id``.
     """
     lines = _headline(model_name, champion_version, result)
-    lines += _metric_table(candidate, champion, champion_version)
+    lines += _metric_table(candidate, champion, champion_version, result)
     lines += _check_list(result)
     lines += _robustness_table(candidate, robustness, robustness_cfg, result)
     lines += _plot_links(plots or [], run_id)

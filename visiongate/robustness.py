@@ -19,6 +19,7 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from visiongate.datasets import safe_load
 from visiongate.errors import DataError, NotFound
 from visiongate.vocab import CORRUPTION_NAMES, SEVERITIES, check_corruption  # noqa: F401
 
@@ -81,8 +82,12 @@ def _image_files(split_dir: Path) -> list[str]:
     path = split_dir / "annotations.json"
     if not path.is_file():
         raise NotFound(f"no COCO annotations at {path}")
-    coco = json.loads(path.read_text())
-    return sorted({image["file_name"] for image in coco.get("images", [])})
+    coco = safe_load.load_json(path)  # bounded: size and nesting checked first
+    images = coco.get("images", []) if isinstance(coco, dict) else None
+    if not isinstance(images, list) or not all(
+            isinstance(im, dict) and isinstance(im.get("file_name"), str) for im in images):
+        raise DataError(f"{path}: `images` must be a list of objects with a file_name")
+    return sorted({image["file_name"] for image in images})
 
 
 def _marker(corruption: str, severity: int, seed: int) -> dict:
@@ -109,6 +114,7 @@ def _write_copy(split_dir: Path, tmp_dir: Path, corruption: str, severity: int,
         if os.path.relpath(Path(d) / n, split_dir).replace(os.sep, "/") in images])
     for index, rel in enumerate(sorted(images)):
         src, dst = split_dir / rel, tmp_dir / rel
+        safe_load.image_size(src)  # header first: nothing over the pixel limit is decoded
         image = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise DataError(f"cannot read image {src}")

@@ -12,7 +12,11 @@ Answer: one JSON-friendly record per image, in request order:
                      "mask": {"size": [H, W], "counts": "<COCO RLE>"}}],   # detect / instance
      "segments": [{"label": k, "class_name": "circle", "pixels": n,
                    "mask": {"size": [H, W], "counts": "<COCO RLE>"}}]}     # semantic
-    {"error": "..."}                                                      # unreadable image
+    {"error": "image i: ...", "reason": "not_base64" | "unreadable" | "too_large" | "failed"}
+
+A bad row (not base64, undecodable, over `serve.max_pixels` by its header) answers an error
+record and never fails the others: predict raises only for the whole request (no `image`
+column, more rows than `serve.max_rows`; limits from visiongate.rest).
 
 Boxes are xyxy pixels, labels the COCO category ids 1..K; `mask` appears on instance
 detections only; a semantic answer lists each predicted class (background left out) as
@@ -20,17 +24,18 @@ one COCO RLE mask (`pycocotools.mask.decode` turns it back into an array). Detec
 below `min_score` are dropped (default 0.25; evaluation uses the config's lower `conf`).
 
 The logged model is this module as MLflow `loader_module` with the checkpoint folder
-(meta.json + weights) as its data: nothing is pickled, and loading runs the family's own
-predict (`visiongate.models`). tracking.log_model writes it.
+(meta.json + weights) as its data: no Python object is pickled by MLflow, and loading runs
+the family's own predict (`visiongate.models`; ultralytics weights, which are pickles, only
+through its safe loading). tracking.log_model writes it; visiongate loads a registered
+version only after checking that its MLmodel is this one (visiongate.mlmodel).
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import csv
-import io
 import json
+import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -40,13 +45,14 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from visiongate import geometry, models
-from visiongate.errors import DataError, NotFound
+from visiongate import geometry, models, rest
+from visiongate.cells import SUFFIX, RowRefused, batches, readable_image, stage  # noqa: F401
+from visiongate.errors import DataError, NotFound, RequestTooLarge
 
 DEFAULT_MIN_SCORE = 0.25
-SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
 
 Predictor = Callable[[list[Path]], list]
+log = logging.getLogger(__name__)
 
 
 def predictor(checkpoint: Path) -> Predictor:
@@ -90,62 +96,52 @@ def to_record(meta: models.CheckpointMeta, prediction: Any, size: tuple[int, int
     return record
 
 
-def readable_image(data: bytes, decode: bool = False) -> tuple[str, tuple[int, int]]:
-    """(file suffix, (width, height)) of encoded image bytes; DataError if unreadable.
-
-    By default the header and PNG chunk checksums are checked (`verify`: a truncated PNG
-    fails, 50× cheaper than decoding a 640 px PNG twice per request); decode=True
-    decodes every pixel, which also catches a truncated JPEG.
-    """
+def _predict_one(predict: Predictor, meta: models.CheckpointMeta, i: int, path: Path,
+                 size: tuple[int, int], min_score: float) -> dict:
+    """One row alone: its record, or its error (undecodable, or the model failed on it)."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            suffix, size = SUFFIX.get(im.format, ""), im.size
-            if decode:
-                im.load()
-            else:
-                im.verify()
-            return suffix, size
-    # ImportError: once ultralytics is imported, Image.open answers an unknown format by
-    # importing an optional HEIF plugin (visiongate keeps ultralytics offline: no install)
-    except (Image.UnidentifiedImageError, ImportError) as err:
-        raise DataError("not a readable image (unknown format)") from err
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"not a readable image ({err})") from err
-
-
-def _decode(cell: Any) -> bytes:
-    if isinstance(cell, bytes):
-        return cell
+        return to_record(meta, predict([path])[0], size, min_score)
+    except Exception:
+        log.warning("image %d: prediction failed", i, exc_info=True)  # the server log only
     try:
-        return base64.b64decode(str(cell))  # not validated: junk fails as an image
-    except (binascii.Error, ValueError) as err:
-        raise DataError(f"`image` is not base64 text ({err})") from err
+        readable_image(path.read_bytes(), decode=True)
+    except RowRefused as err:
+        return err.record(i)
+    return RowRefused("failed", "prediction failed (see the server log)").record(i)
+
+
+def _predict_batch(predict: Predictor, meta: models.CheckpointMeta, rows: dict,
+                   min_score: float) -> dict[int, dict]:
+    """{row: record} for staged rows {row: (path, size)}, predicted together; when that
+    fails (an image that passed `verify` but does not decode), row by row."""
+    try:
+        predictions = predict([path for path, _ in rows.values()])
+        return {i: to_record(meta, prediction, size, min_score)
+                for (i, (_, size)), prediction in zip(rows.items(), predictions, strict=True)}
+    except Exception:
+        log.info("batch prediction failed; predicting its %d images one by one", len(rows))
+    return {i: _predict_one(predict, meta, i, path, size, min_score)
+            for i, (path, size) in rows.items()}
 
 
 def predict_cells(predict: Predictor, meta: models.CheckpointMeta, cells: list,
-                  min_score: float) -> list[dict]:
-    """Records for base64 cells; a cell that is not a readable image gets {"error": ...}."""
+                  min_score: float, max_pixels: int | None = None) -> list[dict]:
+    """Records for base64 cells; a cell that cannot be answered gets {"error", "reason"}
+    (visiongate.cells). max_pixels (default: serve.max_pixels from the environment) bounds
+    each image and each batch given to the model."""
+    max_pixels = rest.limits().max_pixels if max_pixels is None else max_pixels
     records: list[dict] = [{} for _ in cells]
     with tempfile.TemporaryDirectory(prefix="visiongate-serve-") as tmp:
-        paths, sizes, slots = [], [], []
+        staged = {}
         for i, cell in enumerate(cells):
             try:
-                data = _decode(cell)
-                suffix, size = readable_image(data)
-            except ValueError as err:
-                records[i] = {"error": f"image {i}: {err}"}
-                continue
-            path = Path(tmp) / f"{i:06d}{suffix or '.png'}"
-            if suffix:
-                path.write_bytes(data)
-            else:  # a format the model readers may not know: hand them a PNG
-                with Image.open(io.BytesIO(data)) as im:
-                    im.convert("RGB").save(path)
-            paths.append(path)
-            sizes.append(size)
-            slots.append(i)
-        for i, size, prediction in zip(slots, sizes, predict(paths) if paths else []):
-            records[i] = to_record(meta, prediction, size, min_score)
+                staged[i] = stage(cell, Path(tmp) / f"{i:06d}", max_pixels)
+            except RowRefused as err:
+                records[i] = err.record(i)
+        for group in batches(staged, max_pixels):
+            rows = {i: staged[i] for i in group}
+            for i, record in _predict_batch(predict, meta, rows, min_score).items():
+                records[i] = record
     return records
 
 
@@ -157,12 +153,21 @@ class VisionModel:
         self.predict_images = predictor(Path(checkpoint))
 
     def predict(self, model_input, params: dict | None = None) -> list[dict]:
-        """model_input: a pandas DataFrame with column `image`; one record per row."""
+        """model_input: a pandas DataFrame with column `image`; one record per row. Raises
+        only for the whole request (DataError; RequestTooLarge above serve.max_rows)."""
         if "image" not in model_input:
             raise DataError(f"expected a column 'image' (base64 image bytes), "
-                            f"got columns {list(model_input.columns)}")
-        min_score = float((params or {}).get("min_score", DEFAULT_MIN_SCORE))
-        return predict_cells(self.predict_images, self.meta, list(model_input["image"]), min_score)
+                            f"got columns {list(model_input.columns)[:10]}")
+        limits = rest.limits()
+        if len(model_input) > limits.max_rows:
+            raise RequestTooLarge(f"{len(model_input)} images in one request; at most "
+                                  f"{limits.max_rows} (serve.max_rows)")
+        try:
+            min_score = float((params or {}).get("min_score", DEFAULT_MIN_SCORE))
+        except (TypeError, ValueError) as err:
+            raise DataError("params.min_score must be a number") from err
+        return predict_cells(self.predict_images, self.meta, list(model_input["image"]),
+                             min_score, limits.max_pixels)
 
 
 def _load_pyfunc(data_path: str) -> VisionModel:
@@ -234,6 +239,20 @@ def overlay(path: Path, meta: models.CheckpointMeta, prediction: Any, min_score:
     return Image.fromarray(image.permute(1, 2, 0).numpy())
 
 
+def overlay_names(rels: list[str]) -> dict[str, str]:
+    """Image path (relative, posix) -> its overlay file: `sub/a.jpg` -> `sub__a.jpg.png`;
+    a name already taken (`sub__a.jpg` beside `sub/a.jpg`) gets '_' prefixes until unique."""
+    names, used = {}, set()
+    for rel in rels:
+        flat = rel.replace("/", "__")
+        name = flat if flat.endswith(".png") else f"{flat}.png"
+        while name.lower() in used:  # lower: case-insensitive file systems collide too
+            name = f"_{name}"
+        used.add(name.lower())
+        names[rel] = name
+    return names
+
+
 def predict_folder(checkpoint: Path, images_dir: Path, out_dir: Path, min_score: float,
                    model: str) -> dict:
     """Predict every readable image under images_dir: `predictions.json` (COCO: images,
@@ -242,6 +261,7 @@ def predict_folder(checkpoint: Path, images_dir: Path, out_dir: Path, min_score:
     paths, skipped = scan_images(images_dir)
     meta, predict = models.CheckpointMeta.read(Path(checkpoint)), predictor(Path(checkpoint))
     (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
+    overlay_files = overlay_names([p.relative_to(images_dir).as_posix() for p in paths])
     images, annotations = [], []
     for start in range(0, len(paths), BATCH):
         chunk = paths[start:start + BATCH]
@@ -249,11 +269,10 @@ def predict_folder(checkpoint: Path, images_dir: Path, out_dir: Path, min_score:
                                               predict(chunk)):
             drawn = overlay(path, meta, prediction, min_score)
             rel = path.relative_to(images_dir).as_posix()
-            flat = rel.replace("/", "__")  # sub/a.jpg -> sub__a.jpg.png
-            drawn.save(out_dir / "overlays" / (flat if flat.endswith(".png") else f"{flat}.png"))
+            drawn.save(out_dir / "overlays" / overlay_files[rel])
             record = to_record(meta, prediction, drawn.size, min_score)
             images.append({"id": image_id, "file_name": rel, "width": drawn.width,
-                           "height": drawn.height})
+                           "height": drawn.height, "overlay": f"overlays/{overlay_files[rel]}"})
             annotations += _coco_annotations(record, image_id)
     for i, ann in enumerate(annotations, 1):
         ann["id"] = i

@@ -74,8 +74,9 @@ def reproduce(root: Path, dataset: str) -> dict[str, str]:
 
 
 def _produces(stage, dataset: str) -> bool:
-    prefix = f"data/prepared/{dataset}"
-    return any(str(out.def_path).startswith(prefix) for out in stage.outs)
+    """Does the stage write data/prepared/<dataset> or a path in it (never `<dataset>2`)?"""
+    folder = f"data/prepared/{dataset}"
+    return any(_overlaps(str(out.def_path), folder) for out in stage.outs)
 
 
 def split_md5s(root: Path, dataset: str) -> dict[str, str]:
@@ -135,18 +136,30 @@ def set_stage(root: Path, name: str, cmd: str, deps: list[str], outs: list[str],
     if document is None:
         document = {}
     stages = document.setdefault("stages", {})
-    for other, stage in stages.items():
-        clash = [o for o in outs for theirs in (stage or {}).get("outs", [])
-                 if _overlaps(o, theirs if isinstance(theirs, str) else next(iter(theirs)))]
-        if other != name and clash:
-            raise DataError(f"stage {other!r} in {path} already writes {clash[0]}: "
-                            "choose another dataset name")
+    _refuse_clash(stages, name, outs, path)
     entry = {"cmd": cmd, "deps": deps, "outs": outs}
     if params:
         entry = {"cmd": cmd, "deps": deps, "params": params, "outs": outs}
     stages[name] = entry
     with path.open("w") as f:
         yaml_rt.dump(document, f)
+
+
+def check_stage(root: Path, name: str, paths: list[str]) -> None:
+    """DataError when a stage of root/dvc.yaml other than `name` writes one of paths (or
+    a path in or above one): `set_stage` would refuse it, so callers check first."""
+    path = Path(root) / "dvc.yaml"
+    document = yaml.safe_load(path.read_text()) if path.is_file() else None
+    _refuse_clash((document or {}).get("stages") or {}, name, paths, path)
+
+
+def _refuse_clash(stages: dict, name: str, outs: list[str], path: Path) -> None:
+    for other, stage in stages.items():
+        clash = [o for o in outs for theirs in (stage or {}).get("outs", [])
+                 if _overlaps(o, theirs if isinstance(theirs, str) else next(iter(theirs)))]
+        if other != name and clash:
+            raise DataError(f"stage {other!r} in {path} already writes {clash[0]}: "
+                            "choose another dataset name")
 
 
 def _overlaps(a: str, b: str) -> bool:

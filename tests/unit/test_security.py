@@ -63,3 +63,56 @@ def test_dependency_pins_exclude_known_bad_releases(source: str):
     assert pins.get("ultralytics") and pins["ultralytics"] not in BAD_ULTRALYTICS
     major, minor = (int(x) for x in pins["mlflow"].split(".")[:2])
     assert (major, minor) >= (3, 11), f"{source}: mlflow {pins['mlflow']} < 3.11"
+
+
+# ---- loading a model never executes code (#20) ------------------------------------------
+YOLO_PY = REPO / "visiongate" / "models" / "yolo.py"
+ULTRALYTICS_IMPORTERS = {YOLO_PY, REPO / "visiongate" / "models" / "ultralytics_safe.py"}
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_only_the_ultralytics_family_imports_ultralytics():
+    """Every ultralytics model in visiongate is built in yolo.py, after _ultralytics()."""
+    offenders = [str(p.relative_to(REPO)) for p in SOURCES
+                 if p.parts[len(REPO.parts)] != "benchmarks" and p not in ULTRALYTICS_IMPORTERS
+                 and "ultralytics" in _imported_roots(p)]
+    assert offenders == []
+
+
+def _function(tree: ast.AST, name: str) -> ast.FunctionDef:
+    return next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name)
+
+
+def test_ultralytics_is_imported_with_safe_loading_enforced():
+    body = _function(ast.parse(YOLO_PY.read_text()), "_ultralytics").body
+    src = [ast.unparse(stmt) for stmt in body]
+    env = next(i for i, s in enumerate(src) if s.startswith("os.environ[SAFE_LOAD_ENV] = '1'"))
+    imported = next(i for i, s in enumerate(src) if s == "import ultralytics")
+    enforced = next(i for i, s in enumerate(src) if s == "enforce()")
+    assert env < imported < enforced
+
+
+def test_every_ultralytics_model_construction_is_a_checked_load():
+    """YOLO(...) / RTDETR(...) / cls(...) only inside `with refused_as_model_error(...)`;
+    weights reach a model only through ultralytics_safe.load_weights (no `.load(` here)."""
+    tree = ast.parse(YOLO_PY.read_text())
+    guarded = {id(n) for w in ast.walk(tree) if isinstance(w, ast.With)
+               and any("refused_as_model_error" in ast.unparse(i.context_expr) for i in w.items)
+               for n in ast.walk(w)}
+    builds = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and (
+        (isinstance(n.func, ast.Attribute) and n.func.attr in ("YOLO", "RTDETR", "load"))
+        or (isinstance(n.func, ast.Name) and n.func.id == "cls"))]
+    assert builds, "no model construction found: update this test"
+    for call in builds:
+        assert not (isinstance(call.func, ast.Attribute) and call.func.attr == "load"), \
+            f"yolo.py:{call.lineno}: model.load outside ultralytics_safe.load_weights"
+        assert id(call) in guarded, f"yolo.py:{call.lineno}: {ast.unparse(call)} unguarded"

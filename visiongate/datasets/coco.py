@@ -7,7 +7,6 @@ category id k) and a COCO `annotations.json` whose `file_name`s are relative to 
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import yaml
 from PIL import Image
 
 from visiongate import geometry
+from visiongate.datasets import safe_load
 from visiongate.errors import DataError, NotFound
 from visiongate.paths import SPLITS
 
@@ -57,10 +57,7 @@ def load_split(split_dir: Path) -> Split:
     path = split_dir / "annotations.json"
     if not path.is_file():
         raise NotFound(f"no COCO annotations at {path}")
-    try:
-        coco = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON: {err}") from err
+    coco = safe_load.load_json(path)  # bounded: size and nesting checked before parsing
     if not isinstance(coco, dict) or any(not isinstance(coco.get(k), list) for k in COCO_KEYS):
         raise DataError(f"{path} is not a COCO dict: needs lists {', '.join(COCO_KEYS)}")
     try:
@@ -77,7 +74,8 @@ def read_semantic_mask(split: Split, image: dict) -> np.ndarray:
     path = split.mask_path(image)
     if not path.is_file():
         raise NotFound(f"no semantic mask at {path}")
-    with Image.open(path) as mask_image:
+    with safe_load.pixel_guard(path), Image.open(path) as mask_image:
+        safe_load.check_pixels(mask_image.size, path)  # before decoding
         if mask_image.mode != "L":
             raise DataError(f"{path}: mask mode is {mask_image.mode!r}, expected 'L'")
         mask = np.asarray(mask_image, dtype=np.uint8)

@@ -24,6 +24,7 @@ import pydantic
 import yaml
 
 from visiongate.config import ValidationConfig
+from visiongate.datasets import rawcopy, safe_load
 from visiongate.datasets import splits as splitting
 from visiongate.datasets.formats import FORMATS, read_source
 from visiongate.datasets.formats.canonical import write_canonical
@@ -37,8 +38,15 @@ INFO = "info.json"
 def prepare(fmt: str, src: Path, out: Path, ratios: dict[str, float] | None = None,
             seed: int = 0, cfg: ValidationConfig | None = None) -> dict:
     """Read, validate, split and write one dataset; return its info dict (also info.json)."""
-    cfg, out = cfg or ValidationConfig(), Path(out)
+    cfg = cfg or ValidationConfig()
+    with safe_load.pixel_limit(cfg.max_pixels):  # readers, validation and writer alike
+        return _prepare(fmt, src, ratios, seed, cfg, Path(out))
+
+
+def _prepare(fmt: str, src: Path, ratios: dict[str, float] | None, seed: int,
+             cfg: ValidationConfig, out: Path) -> dict:
     source = read_source(fmt, Path(src))
+    source.issues[:0] = rawcopy.skipped(Path(src))  # what the import's copy left out
     kept, issues = validate(source, cfg.clip_tolerance)
     write_quarantine(issues, out / QUARANTINE)  # first: a failed import still explains itself
     summary = summarize(issues, len(kept))
@@ -72,15 +80,19 @@ def has_masks(prepared_root: Path) -> bool:
 
 
 def tree_md5(root: Path) -> str:
-    """md5 over every file's relative path and bytes under root (hidden entries included)."""
+    """md5 over every file's relative path and bytes under root (hidden entries included);
+    a symbolic link counts as its target's name, never followed (folders: not entered)."""
     digest = hashlib.md5()
     root = Path(root)
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in sorted(filenames):
+        links = sorted(d for d in dirnames if (Path(dirpath) / d).is_symlink())
+        for name in sorted(filenames + links):
             path = Path(dirpath) / name
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(hashlib.md5(path.read_bytes()).digest())
+            data = os.readlink(path).encode() + b"\0link" if path.is_symlink() else (
+                path.read_bytes() if path.is_file() else b"\0special")
+            digest.update(hashlib.md5(data).digest())
     return digest.hexdigest()
 
 

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from visiongate.datasets import safe_load
 from visiongate.datasets.coco import SPLITS, load_split
 from visiongate.datasets.formats import base, masks
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
@@ -28,19 +29,24 @@ PROGRESS_FROM = 200  # items: smaller imports print no progress bar
 CLIP_EPSILON = 1e-6  # relative overshoot below this is float noise: clipped silently
 
 
-def inspect_image(path: Path, decode: bool = True) -> tuple[tuple[int, int] | None, str, str]:
-    """((w, h) or None, kind, detail): decodes the pixels (truncation) unless decode=False."""
+def inspect_image(path: Path, decode: bool = True,
+                  max_pixels: int | None = None) -> tuple[tuple[int, int] | None, str, str]:
+    """((w, h) or None, kind, detail): decodes the pixels (truncation) unless decode=False,
+    never when the header says more than max_pixels (default: safe_load.max_pixels())."""
     try:
         if path.stat().st_size == 0:
             return None, base.ZERO_BYTE, "empty file"
-        with base.pillow_open(path) as image:
+        with safe_load.pixel_guard(""), base.pillow_open(path) as image:
             size = image.size
+            safe_load.check_pixels(size, "", max_pixels)
             if decode:
                 if image.format == "JPEG":  # 1/8-scale decoding still reads every byte
                     image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
                 image.load()
     except UnidentifiedImageError:
         return None, base.NOT_IMAGE, f"not an image file ({path.suffix} extension)"
+    except safe_load.ImageTooLarge as err:
+        return None, base.TOO_LARGE, str(err)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
         return None, base.UNREADABLE, f"cannot decode: {err}"
     return size, "", ""
@@ -84,10 +90,10 @@ def _clip(obj: Obj, box: list[float], width: int, height: int, tolerance: float)
 def check_object(obj: Obj, size: tuple[int, int], tolerance: float) -> tuple[Obj | None, list]:
     """(the object in pixels, clipped if needed, or None) and [(kind, detail, action)]."""
     width, height = size
-    coords = (obj.bbox or []) + [v for p in obj.polygons or [] for v in p]
-    if not all(math.isfinite(v) for v in coords):
-        return None, [(base.NON_FINITE, "NaN or inf coordinate", base.OBJECT_LEFT_OUT)]
     obj, found = _scaled(obj, width, height), []
+    coords = (obj.bbox or []) + [v for p in obj.polygons or [] for v in p]
+    if not all(math.isfinite(v) for v in coords):  # after scaling: 1e308 * width overflows
+        return None, [(base.NON_FINITE, "NaN or inf coordinate", base.OBJECT_LEFT_OUT)]
     if obj.polygons is not None:
         short = [p for p in obj.polygons if len(p) < 6]
         if short:
@@ -110,6 +116,11 @@ def check_object(obj: Obj, size: tuple[int, int], tolerance: float) -> tuple[Obj
                                base.OBJECT_LEFT_OUT)]
     if kind == base.CLIPPED:
         found.append((kind, f"{detail}: clipped to the image", base.FIXED))
+    outline = sum(safe_load.polygon_perimeter(p) for p in clipped.polygons or [])
+    if outline > safe_load.MAX_POLYGON_PERIMETER:  # pycocotools allocates ~52 B per px
+        limit = safe_load.MAX_POLYGON_PERIMETER
+        return None, found + [(base.TOO_LARGE, f"polygon outline {outline:.0f} px > {limit} px",
+                               base.OBJECT_LEFT_OUT)]
     return clipped, found
 
 
@@ -127,9 +138,13 @@ def _semantic_objects(item: Item, source: Source, size: tuple[int, int]):
     except ValueError as err:
         return [], (base.MALFORMED, f"mask {source.rel(item.mask)}: {err}")
     if unknown:
-        return [], (base.UNKNOWN_CLASS, f"mask {source.rel(item.mask)}: values {unknown} "
-                    f"are not classes 1..{len(source.classes)}")
-    return masks.mask_objects(label_map), None
+        more = " ..." if len(unknown) > 10 else ""
+        return [], (base.UNKNOWN_CLASS, f"mask {source.rel(item.mask)}: values {unknown[:10]}"
+                    f"{more} are not classes 1..{len(source.classes)}")
+    try:
+        return masks.mask_objects(label_map), None
+    except safe_load.ImageTooLarge as err:
+        return [], (base.TOO_LARGE, f"mask {source.rel(item.mask)}: {err}")
 
 
 def _check_item(item: Item, source: Source, tolerance: float, issues: list[Issue]) -> bool:

@@ -182,7 +182,8 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
                                getattr(cfg, "augment_min_visibility", 0.25))
     train_set = _DetectionSet(Path(data_root) / "train", task, compose)
     model = build_model(cfg, len(train_set.ids) + 1)
-    load_local_weights(model, cfg.weights, "detect" if task == "detect" else "segment")
+    load_local_weights(model, cfg.weights, "detect" if task == "detect" else "segment",
+                       cfg.weights_sha256)
     recipe = _recipe(cfg, model.to(device), train_set, Path(data_root) / "val", device, task)
     fit(recipe, cfg, device, out_dir, on_epoch)
     CheckpointMeta(family=cfg.family, task=task, class_names=train_set.split.class_names,

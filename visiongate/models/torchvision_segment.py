@@ -55,7 +55,7 @@ def train(cfg: SegmentConfig, data_root: Path, out_dir: Path, on_epoch: OnEpoch)
     # BatchNorm after global pooling (DeepLab's ASPP) needs batches of two or more
     data = load_semantic_data(cfg, Path(data_root), drop_last=True)
     model = build_model(cfg, data.num_labels)
-    load_local_weights(model, cfg.weights, "segment")
+    load_local_weights(model, cfg.weights, "segment", cfg.weights_sha256)
     recipe = semantic_recipe(cfg.family, cfg, data, model.to(device), device, _logits, {})
     fit(recipe, cfg, device, out_dir, on_epoch)
     CheckpointMeta(family=cfg.family, task="segment", class_names=data.class_names,

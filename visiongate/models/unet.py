@@ -196,7 +196,7 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_semantic_data(cfg, Path(data_root))
     model = UNet(data.num_labels, cfg.base_channels, DEPTH)
-    load_local_weights(model, cfg.weights, "segment")
+    load_local_weights(model, cfg.weights, "segment", cfg.weights_sha256)
     recipe = semantic_recipe("unet", cfg, data, model.to(device), device,
                              lambda m, x: [m(x)], {"depth": DEPTH})
     fit(recipe, cfg, device, out_dir, on_epoch)

@@ -2,6 +2,8 @@
 (task "detect") and YOLO-seg (task "instance", polygon labels exported here).
 
 Trains from a model yaml (from scratch, nothing downloaded) or from a local weights file.
+Ultralytics `.pt` files are pickles: every one (weights, last.pt on resume, best.pt when
+predicting) is read with ultralytics' safe loading only (visiongate.models.ultralytics_safe).
 Ultralytics' own integrations (its MLflow callback, analytics) are switched off in a
 settings file visiongate owns, so the user's Ultralytics settings are never changed;
 per-epoch metrics go to `on_epoch` instead, i.e. to the MLflow run the flow owns.
@@ -28,6 +30,8 @@ from visiongate.models import OnEpoch
 from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.samples import ann_mask, category_ids
 from visiongate.models.torch_loop import same_run
+from visiongate.models.ultralytics_safe import ENV as SAFE_LOAD_ENV
+from visiongate.models.ultralytics_safe import enforce, load_weights, refused_as_model_error
 
 _INTEGRATIONS = ("mlflow", "sync", "clearml", "comet", "dvc", "neptune", "raytune", "tensorboard",
                  "wandb")
@@ -53,8 +57,11 @@ def _ultralytics():
     os.environ.setdefault("YOLO_OFFLINE", "1")
     # ultralytics patches PIL.Image.open and would pip-install pi-heif on an unknown format
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ[SAFE_LOAD_ENV] = "1"  # .pt files are pickles: only ever safe loading
     import ultralytics
     from ultralytics import settings
+
+    enforce()
 
     switched_on = {k: False for k in _INTEGRATIONS if settings.get(k)}
     if switched_on:
@@ -146,14 +153,22 @@ def _resume_from(out_dir: Path, config: dict) -> Path | None:
 
 def _model(cfg, ultralytics, task: str):
     cls = ultralytics.RTDETR if cfg.family == "rtdetr" else ultralytics.YOLO
-    model = cls(cfg.model) if cfg.family == "rtdetr" else cls(cfg.model, task=task)
+    with refused_as_model_error(Path(cfg.model), "Start from a model yaml; give pretrained "
+                                "weights as `weights:` (a pickle: pin its sha256)."):
+        model = cls(cfg.model) if cfg.family == "rtdetr" else cls(cfg.model, task=task)
     if cfg.weights:
-        weights = Path(cfg.weights)
-        if not weights.is_file():
-            raise NotFound(f"{cfg.task if cfg.task == 'detect' else 'segment'}.weights: "
-                           f"no local file {weights} (nothing is downloaded)")
-        model = model.load(str(weights))
+        weights, section = Path(cfg.weights), "detect" if cfg.task == "detect" else "segment"
+        if not weights.exists():
+            raise NotFound(f"{section}.weights: no local file {weights} (nothing is downloaded)")
+        model = load_weights(model, weights, cfg.weights_sha256, section)
     return model
+
+
+def _resumed(last: Path, cfg, ultralytics, task: str):
+    """The crashed run's last.pt, safe-loaded like any other ultralytics checkpoint."""
+    with refused_as_model_error(last):
+        return ultralytics.RTDETR(str(last)) if cfg.family == "rtdetr" else \
+            ultralytics.YOLO(str(last), task=task)
 
 
 def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
@@ -167,8 +182,7 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     class_names = list(load_split(data_root / "train").class_names)
     last = _resume_from(out_dir, config)
     (out_dir / META_FILE).unlink(missing_ok=True)
-    model = ultralytics.RTDETR(str(last)) if last and cfg.family == "rtdetr" else \
-        ultralytics.YOLO(str(last), task=task) if last else _model(cfg, ultralytics, task)
+    model = _resumed(last, cfg, ultralytics, task) if last else _model(cfg, ultralytics, task)
     (out_dir / "config.json").write_text(json.dumps(config, sort_keys=True))
     model.add_callback("on_fit_epoch_end", _epoch_callback(on_epoch))
     device = ultralytics_device(cfg.device)
@@ -212,8 +226,9 @@ def load(checkpoint: Path):
     meta = CheckpointMeta.read(checkpoint)
     weights, cfg = str(meta.weights_path(checkpoint)), meta.config
     instance = meta.task == "instance"
-    model = ultralytics.RTDETR(weights) if meta.family == "rtdetr" else \
-        ultralytics.YOLO(weights, task="segment" if instance else "detect")
+    with refused_as_model_error(Path(weights)):  # a pickle: ultralytics' safe loading only
+        model = ultralytics.RTDETR(weights) if meta.family == "rtdetr" else \
+            ultralytics.YOLO(weights, task="segment" if instance else "detect")
 
     def predict(image_paths: list[Path]) -> list[dict[str, np.ndarray]]:
         with _all_cores():

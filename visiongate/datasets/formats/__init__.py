@@ -2,7 +2,8 @@
 
     source = read_source("yolo", Path("coco128-seg"))
 
-Readers only parse; `visiongate.datasets.validate` checks images and coordinates, and
+Readers only parse, never follow a symbolic link and never open a path outside the
+source; `visiongate.datasets.validate` checks images and coordinates, and
 `visiongate.datasets.formats.canonical` writes the canonical layout.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from visiongate.datasets.formats import coco_json, masks, voc, yolo
+from visiongate.datasets.formats import base, coco_json, masks, voc, yolo
 from visiongate.datasets.formats.base import Source
 from visiongate.errors import DataError, NotFound
 
@@ -25,4 +26,8 @@ def read_source(fmt: str, src: Path) -> Source:
     src = Path(src)
     if not src.is_dir():
         raise NotFound(f"no source folder at {src}")
-    return READERS[fmt](src)
+    if src.is_symlink():  # the folder the user named may be a link; nothing under it is
+        src = src.resolve()
+    source = READERS[fmt](src)
+    source.issues[:0] = base.link_issues(src)  # readers skip these; the report names them
+    return source

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from PIL import Image
 
+from visiongate.datasets import safe_load
 from visiongate.errors import DataError
 from visiongate.paths import SPLITS  # noqa: F401 (re-exported: the formats use base.SPLITS)
 
@@ -23,6 +25,7 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", 
 ZERO_BYTE = "zero_byte"                   # empty file
 NOT_IMAGE = "not_an_image"                # image extension, but not an image
 UNREADABLE = "unreadable_image"           # unreadable or truncated image
+TOO_LARGE = "too_large"                   # over validation.max_pixels (header), huge outline
 SIZE_MISMATCH = "size_mismatch"           # annotation's image size != the image's
 MASK_MISMATCH = "mask_size_mismatch"      # mask size != image size
 CLIPPED = "clipped"                       # box slightly outside: clipped, kept
@@ -35,6 +38,9 @@ SHORT_POLYGON = "short_polygon"           # polygon with fewer than 3 points
 DUPLICATE = "duplicate_box"               # exact duplicate: removed, first kept
 MISSING_LABEL = "missing_label"           # image without label file: kept as background
 MISSING_IMAGE = "missing_image"           # annotation without image: left out
+SYMLINK = "symlink"                       # symbolic link (file or folder): not followed
+OUTSIDE = "outside_source"                # annotation names a path outside the source
+SPECIAL_FILE = "special_file"             # FIFO, socket or device: never opened
 
 # What happened to the item a quarantine line is about.
 IMAGE_LEFT_OUT = "image_left_out"
@@ -118,14 +124,94 @@ def split_of(path: Path, root: Path) -> str | None:
     return None
 
 
-def list_images(root: Path) -> list[Path]:
-    """Every file with an image extension under root, sorted (hidden folders skipped)."""
-    found = []
+def walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    """os.walk that never follows a symbolic link: (folder, sub-folders, regular files),
+    sorted; symlinked folders are not entered (so link loops cannot grow anything),
+    symlinks and special files are not listed (`link_issues` reports them)."""
+    if Path(root).is_symlink():
+        return
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames
-                     if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not (here / d).is_symlink())
+        yield here, dirnames, sorted(f for f in filenames if is_regular(here / f))
+
+
+def is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return False
+
+
+def files(root: Path, suffix: str) -> list[Path]:
+    """Regular files named *suffix under root (hidden folders included), sorted."""
+    return sorted(here / f for here, _, names in walk(root) for f in names
+                  if f.lower().endswith(suffix))
+
+
+def folders(root: Path) -> list[Path]:
+    """root and every folder under it reached without a symbolic link, sorted."""
+    return sorted(here for here, _, _ in walk(root))
+
+
+def list_images(root: Path) -> list[Path]:
+    """Every regular file with an image extension under root, sorted (hidden folders and
+    symbolic links skipped)."""
+    found = []
+    for here, dirnames, filenames in walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(here / f for f in filenames if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
     return sorted(found)
+
+
+def inside(root: Path, path: Path) -> Path | None:
+    """path (built as `root / name`, where an absolute name replaces root) normalised when
+    it stays inside root, else None: `..` and absolute names that leave root are refused.
+    Lexical: open the returned path, never the one given."""
+    full = Path(os.path.normpath(path))
+    return None if Path(os.path.relpath(full, root)).parts[:1] == ("..",) else full
+
+
+def regular_file(root: Path, path: Path) -> Path | None:
+    """path (built as `root / name`) when it is a regular file inside root reached without
+    passing a symbolic link (`inside`, then each part checked), else None."""
+    full = inside(root, path)
+    if full is None:
+        return None
+    current = Path(root)
+    for part in Path(os.path.relpath(full, root)).parts:
+        current = current / part
+        if current.is_symlink():
+            return None
+    return full if is_regular(full) else None
+
+
+def link_issues(root: Path) -> list[Issue]:
+    """One quarantine line per symbolic link (file or folder: never followed) and special
+    file (FIFO, socket, device: never opened) under root."""
+    issues = []
+    for dirpath, dirnames, filenames in os.walk(root):  # never enters a symlinked folder
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            issue = skipped_entry(path, relpath(path, root))
+            if issue is not None:
+                issues.append(issue)
+    return issues
+
+
+def skipped_entry(path: Path, rel: str) -> Issue | None:
+    """The quarantine line of a symlink or special file at path (None for a regular file
+    or folder): images count as images left out, anything else as a file left out."""
+    mode = path.lstat().st_mode
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    action = IMAGE_LEFT_OUT if path.suffix.lower() in IMAGE_EXTENSIONS else FILE_LEFT_OUT
+    if stat.S_ISLNK(mode):
+        return Issue(rel, SYMLINK, f"symbolic link to {os.readlink(path)!r}: not followed",
+                     action)
+    return Issue(rel, SPECIAL_FILE, "not a regular file (FIFO, socket or device): not read",
+                 action)
 
 
 NAMES_FILES = ("data.yaml", "dataset.yaml", "names.txt", "classes.txt", "labels.txt")
@@ -134,27 +220,36 @@ NAMES_FILES = ("data.yaml", "dataset.yaml", "names.txt", "classes.txt", "labels.
 def read_names(root: Path) -> list[str] | None:
     """Class names from data.yaml `names` (list or {id: name}) or a names/classes file."""
     for name in NAMES_FILES:
-        path = root / name
-        if not path.is_file():
+        path = regular_file(root, root / name)  # a symlinked names file: not followed
+        if path is None:
             continue
         if path.suffix == ".yaml":
-            try:
-                names = (yaml.safe_load(path.read_text()) or {}).get("names")
-            except (yaml.YAMLError, AttributeError) as err:
-                raise DataError(f"{path}: not a YAML mapping with `names` ({err})") from err
-            if isinstance(names, dict):
-                try:
-                    ids = sorted(int(k) for k in names)
-                except ValueError:
-                    ids = sorted(map(str, names))  # not integers: the check below names them
-                if ids != list(range(len(ids))):
-                    raise DataError(f"{path}: `names` ids must be 0..{len(ids) - 1}, got {ids}")
-                return [str(names[k] if k in names else names[str(k)]) for k in ids]
-            if isinstance(names, list):
-                return [str(n) for n in names]
-            if names is not None:
-                raise DataError(f"{path}: `names` must be a list or a mapping")
-            continue
-        lines = [line.strip() for line in path.read_text().splitlines()]
-        return [line for line in lines if line]
+            names = _yaml_names(path)
+            if names is None:
+                continue
+        else:
+            names = [line.strip() for line in safe_load.read_text(path).splitlines()]
+            names = [line for line in names if line]
+        if len(names) > safe_load.MAX_CLASSES:
+            raise DataError(f"{path}: {len(names)} class names (at most {safe_load.MAX_CLASSES})")
+        return [safe_load.class_name(n, f"{path}: class {k}") for k, n in enumerate(names)]
     return None
+
+
+def _yaml_names(path: Path) -> list | None:
+    """data.yaml `names` (list, or {id: name} in id order; None when absent), read bounded:
+    no aliases/anchors, no huge values (safe_load.load_yaml)."""
+    data = safe_load.load_yaml(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: not a YAML mapping with `names`")
+    names = data.get("names")
+    if isinstance(names, dict):
+        by_id = {int(str(k)): v for k, v in names.items()
+                 if not isinstance(k, bool) and re.fullmatch(r"\d{1,9}", str(k).strip())}
+        if sorted(by_id) != list(range(len(names))):
+            raise DataError(f"{path}: `names` ids must be 0..{len(names) - 1}, got "
+                            f"{safe_load.short(list(names))}")
+        return [by_id[k] for k in range(len(by_id))]
+    if names is not None and not isinstance(names, list):
+        raise DataError(f"{path}: `names` must be a list or a mapping")
+    return names

@@ -27,9 +27,12 @@ PROGRESS_FROM = 200
 
 
 def has_segmentations(source: Source, items: list[Item]) -> bool:
-    """Masks are written for mask folders, or when every object has a segmentation."""
+    """Masks are written for mask folders, or when every object has a segmentation — and
+    never for more than 255 classes: label maps are uint8 (polygons/RLE stay in the JSON)."""
     if source.mask_values is not None:
         return True
+    if len(source.classes) > 255:
+        return False
     objects = [o for item in items for o in item.objects]
     return bool(objects) and all(o.has_segmentation for o in objects)
 

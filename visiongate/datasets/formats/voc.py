@@ -8,9 +8,11 @@ when there is one (other names are then unknown), else from the XMLs, sorted.
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from visiongate.datasets import safe_load
 from visiongate.datasets.formats import base
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
 from visiongate.errors import DataError, NotFound
@@ -19,7 +21,7 @@ CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
 
 def _find_annotation_dirs(root: Path) -> list[Path]:
-    found = sorted(p for p in root.rglob("Annotations") if p.is_dir())
+    found = [p for p in base.folders(root) if p.name == "Annotations"]  # no symlinks
     if not found:
         raise NotFound(f"no Annotations/ folder under {root} (Pascal VOC layout)")
     return found
@@ -29,9 +31,9 @@ def _source_splits(voc_dir: Path) -> dict[str, str]:
     """Image id -> split from ImageSets/Main/{train,val,test}.txt."""
     splits = {}
     for split in base.SPLITS:
-        listing = voc_dir / "ImageSets" / "Main" / f"{split}.txt"
-        if listing.is_file():
-            for line in listing.read_text().split("\n"):
+        listing = base.regular_file(voc_dir, voc_dir / "ImageSets" / "Main" / f"{split}.txt")
+        if listing is not None:
+            for line in safe_load.read_text(listing).split("\n"):
                 if line.strip():
                     splits[line.split()[0]] = split
     return splits
@@ -44,39 +46,61 @@ def _text(node: ET.Element, tag: str) -> str:
     return child.text.strip()
 
 
-def _parse(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple[str, list[float], str]]]:
-    """(file name, declared (w, h), [(class name, corners, where)]); ValueError if malformed."""
+def _number(node: ET.Element, tag: str) -> float:
+    text = _text(node, tag)
     try:
-        tree = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        raise DataError(f"not valid XML: {err}") from err
-    file_name = tree.findtext("filename", "").strip()
+        return float(text)
+    except ValueError:
+        raise DataError(f"<{tag}> {safe_load.short(text)} is not a number") from None
+
+
+def _dimension(size: ET.Element, tag: str) -> int:
+    """A declared image side: a finite, non-negative number below 2**31 (0: unknown)."""
+    value = _number(size, tag)
+    if not math.isfinite(value) or not 0 <= value < 2**31:
+        raise DataError(f"<{tag}> {value:g} is not an image size")
+    return int(value)
+
+
+def _parse(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple[str, list[float], str]]]:
+    """(file name, declared (w, h), [(class name, corners, where)]); ValueError if malformed.
+    The file is read bounded (safe_load.MAX_TEXT_BYTES); expat refuses entity expansion bombs."""
+    try:
+        tree = ET.fromstring(safe_load.read_bytes(path))
+    except (ET.ParseError, LookupError) as err:  # LookupError: an unknown declared encoding
+        raise DataError(f"not valid XML: {safe_load.cut(str(err))}") from None
+    file_name = (tree.findtext("filename") or "").strip()
+    if len(file_name) > 1024:
+        raise DataError("<filename> longer than 1024 characters")
     size = tree.find("size")
     declared = None
     if size is not None:
-        declared = (int(float(_text(size, "width"))), int(float(_text(size, "height"))))
+        declared = (_dimension(size, "width"), _dimension(size, "height"))
         declared = declared if all(declared) else None  # some VOC files say 0: unknown
     objects = []
     for number, node in enumerate(tree.iter("object"), start=1):
         box = node.find("bndbox")
         if box is None:
             raise DataError(f"object {number}: <bndbox> is missing")
-        objects.append((_text(node, "name"), [float(_text(box, c)) for c in CORNERS],
-                        f"object {number}"))
+        name = safe_load.class_name(_text(node, "name"), f"object {number}")
+        objects.append((name, [_number(box, c) for c in CORNERS], f"object {number}"))
     return file_name, declared, objects
 
 
 def _locate(xml: Path, file_name: str, voc_dir: Path) -> Path | None:
+    """The image in JPEGImages/: a regular file reached without a symbolic link."""
     folder = voc_dir / "JPEGImages"
     candidates = [folder / file_name] if file_name else []
     candidates += [folder / (xml.stem + ext) for ext in (".jpg", ".jpeg", ".png")]
-    return next((c for c in candidates if c.is_file()), None)
+    found = (base.regular_file(voc_dir, c) for c in candidates)
+    return next((c for c in found if c is not None), None)
 
 
 def _read_dir(voc_dir: Path, root: Path, names: list[str] | None, issues: list[Issue]):
     splits = _source_splits(voc_dir)
     items, seen = [], set()
-    for xml in sorted((voc_dir / "Annotations").glob("*.xml")):
+    xmls = [p for p in sorted((voc_dir / "Annotations").glob("*.xml")) if base.is_regular(p)]
+    for xml in xmls:
         rel = base.relpath(xml, root)
         try:
             file_name, declared, objects = _parse(xml)
@@ -88,6 +112,10 @@ def _read_dir(voc_dir: Path, root: Path, names: list[str] | None, issues: list[I
                                     base.IMAGE_LEFT_OUT))
             else:
                 issues.append(Issue(rel, base.MALFORMED, str(err), base.FILE_LEFT_OUT))
+            continue
+        if file_name and base.inside(root, voc_dir / "JPEGImages" / file_name) is None:
+            issues.append(Issue(rel, base.OUTSIDE, f"<filename> {file_name!r} points outside "
+                                "the source; not read", base.IMAGE_LEFT_OUT))
             continue
         image = _locate(xml, file_name, voc_dir)
         if image is None:
@@ -118,6 +146,9 @@ def read(root: Path) -> Source:
     for annotations in _find_annotation_dirs(root):
         items.extend(_read_dir(annotations.parent, root, names, issues))
     classes = names or sorted({o.category for item in items for o in item.objects})
+    if len(classes) > safe_load.MAX_CLASSES:
+        raise DataError(f"{root}: {len(classes)} class names in the XMLs (at most "
+                        f"{safe_load.MAX_CLASSES})")
     index = {name: k for k, name in enumerate(classes, start=1)}
     for item in items:
         for obj in item.objects:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from visiongate.datasets import safe_load
 from visiongate.datasets.formats import base
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
 from visiongate.errors import DataError
@@ -30,20 +31,28 @@ def _parse_line(line: str) -> tuple[int, list[float]]:
     tokens = line.split()
     if len(tokens) < 5:
         raise DataError(f"{len(tokens)} values, need at least 5")
-    klass = float(tokens[0])
+    try:
+        klass, values = float(tokens[0]), [float(t) for t in tokens[1:]]
+    except ValueError:
+        raise DataError(f"not all numbers: {safe_load.short(line)}") from None
     if not math.isfinite(klass) or klass != int(klass):
-        raise DataError(f"class {tokens[0]!r} is not an integer")
-    values = [float(t) for t in tokens[1:]]
+        raise DataError(f"class {safe_load.short(tokens[0])} is not an integer")
     if len(values) > 4 and len(values) % 2:
         raise DataError(f"odd number of polygon coordinates ({len(values)})")
     return int(klass), values
 
 
 def _read_labels(path: Path, rel: str, n_classes: int | None,
-                 issues: list[Issue]) -> tuple[list[Obj], int]:
-    """Objects of one label file (1-based canonical ids) and the highest class id seen."""
+                 issues: list[Issue]) -> tuple[list[Obj] | None, int]:
+    """Objects of one label file (1-based canonical ids; None: file unusable) and the
+    highest class id seen."""
     parsed = []
-    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    try:
+        text = safe_load.read_text(path)
+    except DataError as err:  # too big to be a label file: its image is left out
+        issues.append(Issue(rel, base.MALFORMED, f"{err}; image left out", base.IMAGE_LEFT_OUT))
+        return None, -1
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -54,8 +63,9 @@ def _read_labels(path: Path, rel: str, n_classes: int | None,
     objects, top = [], -1
     for number, klass, values in parsed:
         where = f"line {number}"
-        if klass < 0 or (n_classes is not None and klass >= n_classes):
-            limit = f"0..{n_classes - 1}" if n_classes else "non-negative"
+        top_id = n_classes if n_classes is not None else safe_load.MAX_CLASSES
+        if klass < 0 or klass >= top_id:  # checked before any list is sized by it
+            limit = f"0..{top_id - 1}" + ("" if n_classes else " (no names file)")
             issues.append(Issue(rel, base.UNKNOWN_CLASS, f"{where}: class {klass} not in {limit}",
                                 base.OBJECT_LEFT_OUT))
             continue
@@ -78,16 +88,18 @@ def read(root: Path) -> Source:
         key = base.relpath(image, root)
         label = _label_path(image)
         item = Item(image, key, base.split_of(image, root))
-        if label.is_file():
+        if base.regular_file(root, label) is not None:  # a symlinked label is not followed
             used_labels.add(label)
             item.label = label
             item.objects, file_top = _read_labels(label, base.relpath(label, root),
                                                   len(names) if names else None, issues)
             top = max(top, file_top)
+            if item.objects is None:  # unusable label file (reported)
+                continue
         else:
             item.unlabelled = f"no label file {base.relpath(label, root)}"
         items.append(item)
-    for label in sorted(root.rglob("*.txt")):
+    for label in base.files(root, ".txt"):
         if "labels" in label.relative_to(root).parts and label not in used_labels:
             issues.append(Issue(base.relpath(label, root), base.MISSING_IMAGE,
                                 "label file without an image", base.FILE_LEFT_OUT))

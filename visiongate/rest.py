@@ -1,0 +1,179 @@
+"""The REST edge of `visiongate serve --model`: MLflow's scoring server behind a guard.
+
+`visiongate serve --model` runs uvicorn on `create_app`: MLflow's own scoring app
+(`mlflow.pyfunc.scoring_server`, FastAPI) wrapped in `Guard`, a plain ASGI layer that
+- refuses a request body over `serve.max_body_mb` with HTTP 413 before reading it (a
+  declared Content-Length) or as soon as it grows past the limit (chunked);
+- rewrites every error answer (status >= 400) to {"error_code", "message"}: MLflow's
+  `stack_trace` is dropped, a visiongate error raised by the model keeps its own one-line
+  message (RequestTooLarge: 413, other kinds: 400), any other message loses echoed input,
+  tracebacks and filesystem paths.
+
+The limits reach the model through the server's environment (VISIONGATE_SERVE_MAX_*, set
+by `visiongate serve` from params.yaml `serve:`); the model reads rows and pixels from
+there in any server (`mlflow models serve` too), the defaults being ServeConfig's. Only
+this guard bounds the body: a plain `mlflow models serve` has no body limit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from visiongate.config import ServeConfig, describe
+from visiongate.errors import ConfigError
+
+ENV = {"max_body_mb": "VISIONGATE_SERVE_MAX_BODY_MB", "max_rows": "VISIONGATE_SERVE_MAX_ROWS",
+       "max_pixels": "VISIONGATE_SERVE_MAX_PIXELS"}
+MODEL_ENV = "VISIONGATE_SERVE_MODEL"  # the checked local model folder create_app loads
+DRAIN_FACTOR = 4  # a declared body up to 4x the limit is read and dropped: the client sees the 413
+log = logging.getLogger(__name__)
+
+_PATH = re.compile(r"(?:file:/*)?(?:[A-Za-z]:)?(?:[/\\][\w.+~@%-]+){2,}[/\\]?")
+_ERROR_LINE = re.compile(r"^visiongate(?:\.\w+)*\.(\w+): (.+)$")
+
+
+def limits(env: Mapping[str, str] | None = None) -> ServeConfig:
+    """The serving limits: VISIONGATE_SERVE_MAX_* (of os.environ or `env`) over
+    ServeConfig's defaults."""
+    env = os.environ if env is None else env
+    given = {key: env[var] for key, var in ENV.items() if env.get(var)}
+    try:
+        return ServeConfig(**given)
+    except ValidationError as err:
+        raise ConfigError(f"VISIONGATE_SERVE_*: {describe(err)}") from err
+
+
+def environment(cfg: ServeConfig) -> dict[str, str]:
+    """The variables that carry `cfg` into a server process."""
+    return {var: str(getattr(cfg, key)) for key, var in ENV.items()}
+
+
+def clean(text: str, limit: int = 300) -> str:
+    """A message fit for a client: no traceback, echoed input, paths; one line, short."""
+    text = text.split("Traceback (most recent call last)")[0]
+    text = re.sub(r"^Failed to predict data .*?\nError: ", "", text, flags=re.DOTALL)
+    text = text.split("\nInput:")[0][:4000]
+    text = re.sub(r"(['`])[^'`]{60,}\1", r"\1…\1", text)  # a long quoted echo of the input
+    text = " ".join(_PATH.sub("<path>", text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def error_answer(status: int, body: bytes) -> tuple[int, bytes]:
+    """An error answer (status, JSON body) with only what a client may see."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = {"message": body.decode("utf-8", "replace")}
+    if not isinstance(payload, dict):
+        payload = {"message": str(payload)}
+    trace = str(payload.get("stack_trace") or "")
+    if trace:  # for the operator: the server's log, never the client
+        log.warning("request failed (status %d):\n%s", status, trace)
+    last = (trace.strip().splitlines() or [""])[-1]
+    ours = _ERROR_LINE.match(last)
+    if ours:  # a visiongate error from the model: its message is written for the user
+        status = 413 if ours[1] == "RequestTooLarge" else 400
+        code, message = ("REQUEST_TOO_LARGE" if status == 413 else "BAD_REQUEST"), ours[2]
+    else:
+        code = payload.get("error_code") or f"HTTP_{status}"
+        message = payload.get("message", payload.get("detail", ""))
+    message = clean(message if isinstance(message, str) else json.dumps(message))
+    return status, json.dumps({"error_code": str(code), "message": message}).encode()
+
+
+class _CleanErrors:
+    """An ASGI `send` that passes answers below 400 through and rewrites the others."""
+
+    def __init__(self, send):
+        self.send, self.start, self.chunks = send, None, []
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            self.start = message
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            await respond(self.send, *error_answer(self.start["status"], b"".join(self.chunks)))
+
+
+async def respond(send, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: dict, name: bytes) -> str:
+    return next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == name), "")
+
+
+class Guard:
+    """ASGI middleware: the body-size limit and clean error answers (see the module doc)."""
+
+    def __init__(self, app, max_body_mb: float):
+        self.app, self.limit = app, int(max_body_mb * 1024 * 1024)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        send = _CleanErrors(send)
+        body = await self._body(scope, receive)
+        if body is None:
+            mb = f"{self.limit / 1024 / 1024:g}"
+            return await respond(send.send, 413, json.dumps({
+                "error_code": "REQUEST_TOO_LARGE",
+                "message": f"request body over {mb} MB (serve.max_body_mb)"}).encode())
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _body(self, scope: dict, receive) -> bytes | None:
+        """The whole body, or None over the limit (a declared one is refused unread, or
+        read and dropped up to DRAIN_FACTOR x the limit when the client sends it anyway)."""
+        declared = _header(scope, b"content-length")
+        if declared.isdigit() and int(declared) > self.limit:
+            expects = _header(scope, b"expect").lower() == "100-continue"
+            if not expects and int(declared) <= DRAIN_FACTOR * self.limit:
+                while (await receive()).get("more_body"):
+                    pass
+            return None
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return None
+            if not message.get("more_body"):
+                return bytes(body)
+
+
+def create_app():
+    """uvicorn's factory: the model folder named by VISIONGATE_SERVE_MODEL (a checked local
+    copy, never a models:/ URI) in MLflow's scoring app, behind Guard."""
+    from mlflow.pyfunc import scoring_server
+
+    from visiongate.mlmodel import check_model_dir
+
+    # a local model folder checked out by `visiongate serve` (registry.checkout_model), checked
+    # again here: MLflow imports the loader module its MLmodel names
+    model_dir = Path(os.environ[MODEL_ENV])
+    check_model_dir(model_dir, os.environ[MODEL_ENV])
+    model = scoring_server.load_model_with_mlflow_config(str(model_dir))
+    return Guard(scoring_server.init(model), limits().max_body_mb)
