@@ -241,8 +241,12 @@ def write_masks(data, root: Path) -> str:
         values = data.draw(st.lists(st.sampled_from(MASK_VALUES), min_size=1, max_size=4))
         rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
         mask = rng.choice(np.asarray(values, np.int64), (size[1], size[0]))
-        _save_mask(mask, kind, root / "label" / f"{k}.{'tif' if kind in ('I', 'F') else 'png'}")
-        shapes.append(f"mode {kind}" + (" (size mismatch)" if size != (W, H) else ""))
+        path = root / "label" / f"{k}.{'tif' if kind in ('I', 'F') else 'png'}"
+        _save_mask(mask, kind, path)
+        damaged, raw = raw_mutation(data, path.read_bytes())
+        path.write_bytes(damaged)
+        shapes.append(f"mode {kind}" + (" (size mismatch)" if size != (W, H) else "")
+                      + (f" {raw}" if raw else ""))
     if data.draw(st.booleans()):
         (root / "labels.txt").write_text(data.draw(st.sampled_from(["a\nb\n", "bg\na\n", ""])))
     return _label(sorted(set(shapes)))

@@ -15,14 +15,15 @@ from prefect import flow, get_run_logger
 from tasks.data import describe_data, validate_data, verify_data, version_data
 from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.gate import gate
-from tasks.registry import champion_checkpoint, log_model, promote, register, unchanged_version
+from tasks.registry import alias_version as registry_version
+from tasks.registry import checkout, log_model, promote, register, unchanged_version
 from tasks.tracking import log_dataset, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
 from visiongate.config import DetectConfig, Params, SegmentConfig, check_deep, flatten, \
     load_params, params_hash
 from visiongate.datasets.prepare import has_masks
-from visiongate.errors import DataError, RetrainBusy  # noqa: F401  (RetrainBusy: re-exported)
+from visiongate.errors import DataError, ModelError, RetrainBusy  # noqa: F401 (re-exported)
 from visiongate.vocab import HEADLINE_METRICS
 from visiongate.gate_stats import RecordFiles
 from visiongate.gates import GateResult
@@ -128,6 +129,7 @@ class Scores:
     champion_metrics: dict[str, float] | None
     robustness: dict[str, dict[str, float]] | None
     records: RecordFiles | None = None
+    champion_problem: str | None = None  # why the champion could not be re-scored
 
 
 def retrain_one(job: Job) -> Outcome:
@@ -179,19 +181,33 @@ def score(job: Job, checkpoint: str, run_id: str) -> Scores:
     """Candidate and champion on the pinned test split; the candidate on corrupted copies.
     Each evaluation also writes its per-image records, once, for the gate's bootstrap."""
     plots_dir, test = str(job.project.plots(run_id)), job.split("test")
-    champion = champion_checkpoint(job.uri, job.name, str(job.project.champions))
+    champion, champion_metrics, problem = score_champion(job, run_id)
     robustness, robust_cfg = None, job.cfg.gate.robustness
-    records = RecordFiles.in_dir(job.project.records(run_id), champion is not None,
+    records = RecordFiles.in_dir(job.project.records(run_id), champion_metrics is not None,
                                  list(robust_cfg.corruptions) if robust_cfg else [])
     metrics = evaluate_model(checkpoint, test, plots_dir, records.candidate)
-    champion_metrics = evaluate_model(champion[1], test, None, records.champion) if champion else None
     if robust_cfg:
         cache = job.project.robustness(job.params.dataset, job.md5s["test"])
         robustness = evaluate_robustness(checkpoint, test, str(cache), robust_cfg.corruptions,
                                          records.corrupted_dir)
         plot_robustness(metrics, robustness, robust_cfg, plots_dir)
-    return Scores(metrics, champion[0] if champion else None, champion_metrics, robustness,
-                  records)
+    return Scores(metrics, champion, champion_metrics, robustness, records, problem)
+
+
+def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str | None]:
+    """(version, metrics on the pinned test split, None) of the current champion, (None,
+    None, None) without one, or (version, None, why) when it cannot be loaded (an older
+    checkpoint format, a refused file): the gate then refuses to promote automatically."""
+    version = registry_version(job.uri, job.name, registry.CHAMPION)
+    if version is None:
+        return None, None, None
+    records = str(job.project.records(run_id) / "champion.npz")
+    try:
+        path = checkout(job.uri, job.name, version, str(job.project.champions))
+        return version, evaluate_model(path, job.split("test"), None, records), None
+    except ModelError as err:
+        get_run_logger().warning("%s champion v%s cannot be re-scored: %s", job.name, version, err)
+        return version, None, str(err)
 
 
 def decide(job: Job, scores: Scores, run_id: str) -> tuple[GateResult, str]:
@@ -200,7 +216,8 @@ def decide(job: Job, scores: Scores, run_id: str) -> tuple[GateResult, str]:
     plots = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png"))
     verdict, report = gate(job.name, scores.metrics, scores.champion_metrics,
                            scores.champion_version, job.cfg.gate, job.lineage, scores.robustness,
-                           job.data.quarantine, plots, run_id, scores.records)
+                           job.data.quarantine, plots, run_id, scores.records,
+                           scores.champion_problem)
     log_results(job.uri, run_id, scores.metrics, verdict, report, scores.robustness,
                 str(plots_dir))
     return verdict, report

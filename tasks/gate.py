@@ -14,11 +14,13 @@ from visiongate.report import gate_report
 def gate(name: str, candidate: dict, champion: dict | None, champion_version: str | None,
          cfg: GateConfig, lineage: dict[str, str], robustness: dict | None = None,
          quarantine: QuarantineSummary | None = None, plots: list[str] | None = None,
-         run_id: str | None = None, records: RecordFiles | None = None) -> tuple[GateResult, str]:
+         run_id: str | None = None, records: RecordFiles | None = None,
+         champion_problem: str | None = None) -> tuple[GateResult, str]:
     """Decide promotion (paired bootstrap over the evaluations' per-image `records`; point
     estimates without them); publish the report as a Prefect artifact; return (verdict, report)."""
     samples = load_gate_samples(records, cfg, candidate) if records else None
-    result = evaluate_gate(candidate, champion, cfg, robustness, quarantine, samples)
+    result = evaluate_gate(candidate, champion, cfg, robustness, quarantine, samples,
+                           champion_problem)
     report = gate_report(name, candidate, champion, champion_version, result, lineage,
                          robustness, cfg.robustness, plots, run_id)
     create_markdown_artifact(report, key=f"gate-report-{name}".lower(), description=f"gate: {name}")

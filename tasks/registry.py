@@ -19,6 +19,13 @@ def champion_checkpoint(uri: str, name: str, cache_dir: str) -> tuple[str, str] 
 
 
 @task(**IO)
+def alias_version(uri: str, name: str, alias: str) -> str | None:
+    """The version number holding `alias`, or None."""
+    found = registry.by_alias(uri, name, alias)
+    return found.version if found else None
+
+
+@task(**IO)
 def unchanged_version(uri: str, name: str, identity: dict) -> tuple[str, str | None] | None:
     """(version, current champion version) when a registered version already has this
     identity (same data md5s, params, code and libraries), else None."""

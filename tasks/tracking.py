@@ -6,7 +6,7 @@ from pathlib import Path
 from prefect import task
 
 from visiongate import tracking
-from visiongate.errors import ConfigError
+from visiongate.errors import ConfigError, VisiongateError
 from visiongate.gates import GateResult
 from visiongate.outcomes import QuarantineSummary
 
@@ -24,7 +24,17 @@ def _retry_delays(value: str) -> list[float]:
 # network blink). VISIONGATE_IO_RETRY_DELAYS overrides them, comma-separated ("0.5,0.5": two
 # quick retries, as tests use; "": none); read once, when this module is imported.
 _DELAYS = _retry_delays(os.environ.get("VISIONGATE_IO_RETRY_DELAYS", "2,10,30"))
-IO = {"retries": len(_DELAYS), "retry_delay_seconds": _DELAYS}
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry what may pass (a server blinking), not a user-facing error (an unknown model, a
+    refused checkpoint): that one fails at once with its own message."""
+    error = state.data if isinstance(state.data, BaseException) else \
+        state.result(raise_on_failure=False)
+    return not isinstance(error, VisiongateError)
+
+
+IO = {"retries": len(_DELAYS), "retry_delay_seconds": _DELAYS, "retry_condition_fn": _transient}
 
 
 @task(**IO)

@@ -294,7 +294,8 @@ def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None
                   cfg: GateConfig,
                   robustness: dict[str, dict[str, float]] | None = None,
                   quarantine: QuarantineSummary | None = None,
-                  samples: GateSamples | None = None) -> GateResult:
+                  samples: GateSamples | None = None,
+                  champion_problem: str | None = None) -> GateResult:
     """Floors, per-class floors, non-regression, robustness, data quality; passed = all pass.
 
     With no champion the non-regression checks pass with detail "no champion yet".
@@ -302,6 +303,8 @@ def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None
     copy of the test split; a configured corruption without metrics fails its check.
     ``quarantine`` is validation's summary of what it left out. ``samples``: paired
     bootstrap samples of the gated metrics (module docstring); None judges point estimates.
+    ``champion_problem``: why the current champion could not be re-scored — then there is
+    nothing to compare against, and the candidate is never promoted automatically.
     """
     evidence = _Evidence(samples, cfg.confidence, cfg.floors_on)
     checks = [_floor_check(candidate, name, floor, evidence)
@@ -312,6 +315,10 @@ def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None
                for name, drop in cfg.max_drop.items()]
     checks += _robustness_checks(candidate, robustness, cfg.robustness, evidence)
     checks += _data_quality_check(quarantine, cfg.max_quarantine_share)
+    if champion_problem:
+        checks.append(Check("champion", False, f"the champion could not be re-scored "
+                            f"({champion_problem}); review this report and promote by hand "
+                            "(`visiongate promote`) if the candidate should replace it"))
     return GateResult(all(c.passed for c in checks), tuple(checks),
                       cfg.confidence if samples is not None else None,
                       metric_intervals(samples, cfg.confidence) if samples is not None else ())

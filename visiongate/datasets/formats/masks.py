@@ -143,7 +143,7 @@ def read(root: Path) -> Source:
                 try:
                     present = np.unique(read_label_map(item.mask))
                     values |= set(present[(present >= 0) & (present <= MAX_VALUE)].tolist())
-                except (OSError, ValueError):
+                except (OSError, SyntaxError, ValueError, EOFError):
                     pass  # validation reports it against this item
             else:
                 item.unlabelled = "no mask"
