@@ -23,6 +23,7 @@ from visiongate import registry, tracking
 from visiongate.config import DetectConfig, Params, SegmentConfig, check_deep, flatten, \
     load_params, params_hash
 from visiongate.datasets.prepare import has_masks
+from visiongate.datasets.safe_load import pixel_limit
 from visiongate.errors import DataError, ModelError, RetrainBusy  # noqa: F401 (re-exported)
 from visiongate.vocab import HEADLINE_METRICS
 from visiongate.gate_stats import RecordFiles
@@ -63,11 +64,12 @@ def retrain_all(project: Project, params: Params, force: bool = False) -> list[O
     todo = [task for task, outcome in outcomes.items() if outcome is None]
     if todo:
         params = check_deep(params)
-        data = validate(project, params, todo)
-        experiment_id = tracking.ensure_experiment(uri, project.root, params.mlflow)
-        for task in todo:
-            job = Job(project, params, task, md5s, lineages[task], data, uri, experiment_id)
-            outcomes[task] = retrain_one(job)
+        with pixel_limit(params.validation.max_pixels):  # images above it: refused, not decoded
+            data = validate(project, params, todo)
+            experiment_id = tracking.ensure_experiment(uri, project.root, params.mlflow)
+            for task in todo:
+                job = Job(project, params, task, md5s, lineages[task], data, uri, experiment_id)
+                outcomes[task] = retrain_one(job)
     print(summary(list(outcomes.values()), uri))
     return list(outcomes.values())
 

@@ -293,6 +293,7 @@ def test_robustness_copies_refuse_an_image_over_the_limit(tmp_path, sources):
 
 
 @pytest.mark.fuzz
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow on the damaged TIFFs drawn
 @pytest.mark.parametrize("target", fuzz_readers.TARGETS)
 def test_fuzz_slice(tmp_path, target):
     """A seeded slice of `make bench`'s fuzz: every input ends as a result, quarantine lines
