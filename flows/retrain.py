@@ -20,15 +20,14 @@ from tasks.registry import checkout, log_model, promote, register, unchanged_ver
 from tasks.tracking import log_dataset, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
-from visiongate.config import DetectConfig, Params, SegmentConfig, check_deep, flatten, \
-    load_params, params_hash
+from visiongate.config import DetectConfig, Params, SegmentConfig, check_deep, load_params
 from visiongate.datasets.prepare import has_masks
 from visiongate.datasets.safe_load import pixel_limit
 from visiongate.errors import DataError, ModelError, RetrainBusy  # noqa: F401 (re-exported)
 from visiongate.vocab import HEADLINE_METRICS
 from visiongate.gate_stats import RecordFiles
 from visiongate.gates import GateResult
-from visiongate.lineage import IDENTITY, lineage_tags
+from visiongate.lineage import IDENTITY, flatten, lineage_tags, params_hash
 from visiongate.outcomes import DatasetInfo, Outcome
 from visiongate.paths import Project, registry_name
 

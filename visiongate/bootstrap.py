@@ -30,19 +30,15 @@ them by position in the list evaluated), which can move AP where scores tie.
 from __future__ import annotations
 
 import math
-import zipfile
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from visiongate import coco_records, diagnostics, semantic
-from visiongate.errors import ConfigError, DataError, NotFound
+from visiongate import coco_ap, coco_records, diagnostics, semantic
+from visiongate.bootstrap_records import KINDS, Records
+from visiongate.errors import ConfigError, DataError
 
-KINDS = ("detect", "instance", "segment")
-MAX_RECORDS_BYTES = 1 << 30   # uncompressed size a records file may claim
 _BOX = {"map50": [0], "map75": [5], "map50_95": list(range(len(coco_records.IOU_THRS)))}
 _SCALARS = {"detect": {*_BOX, "precision", "recall"},
             "instance": {*_BOX, "precision", "recall", *(f"mask_{n}" for n in _BOX)},
@@ -50,76 +46,6 @@ _SCALARS = {"detect": {*_BOX, "precision", "recall"},
 _PER_CLASS = {"detect": {"ap", "precision", "recall"},
               "instance": {"ap", "precision", "recall", "mask_ap"},
               "segment": {"iou"}}
-
-
-@dataclass(frozen=True, eq=False)
-class Records:
-    """Everything needed to recompute the metrics on any resample of the test images.
-
-    ``image_ids``: the test images in split order (the pairing key: counts column n is
-    image_ids[n]). ``arrays`` (numbers, plus the ``class_names`` string array):
-    detect/instance — ``box.*`` (and ``mask.*``) from coco_records.match_records,
-    ``op.tp``/``op.pred``/``op.gt`` (N, K) per-image operating-point counts
-    (diagnostics.per_image_counts); segment — ``px.tp``/``px.target``/
-    ``px.pred`` (N, C) per-image pixel counts (confusion diagonal, row and column sums).
-    """
-
-    kind: str
-    image_ids: tuple[int, ...]
-    arrays: dict[str, np.ndarray]
-
-    def save(self, path: Path) -> Path:
-        """Write an .npz (np.savez_compressed) at exactly ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            np.savez_compressed(f, kind=np.asarray(self.kind),
-                                image_ids=np.asarray(self.image_ids, dtype=np.int64),
-                                **{f"a:{k}": v for k, v in self.arrays.items()})
-        return path
-
-    @classmethod
-    def load(cls, path: Path) -> Records:
-        """Read ``save``'s file without unpickling; NotFound / DataError naming the file."""
-        path = Path(path)
-        if not path.is_file():
-            raise NotFound(f"{path}: no such records file")
-        try:
-            with zipfile.ZipFile(path) as z:
-                claimed = sum(info.file_size for info in z.infolist())
-            if claimed > MAX_RECORDS_BYTES:
-                raise DataError(f"{path}: records claim {claimed} bytes, more than the "
-                                f"{MAX_RECORDS_BYTES} allowed")
-            with np.load(path, allow_pickle=False) as z:
-                data = {k: z[k] for k in z.files}
-            records = cls(str(data.pop("kind")), tuple(int(i) for i in data.pop("image_ids")),
-                          {k[2:]: v for k, v in data.items() if k.startswith("a:")})
-        except DataError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
-            raise DataError(f"{path}: not a bootstrap records file ({err})") from None
-        _check(records, path)
-        return records
-
-
-def _check(records: Records, path) -> None:
-    """DataError unless the arrays are consistent (indices in range, shapes agree)."""
-    a, n = records.arrays, len(records.image_ids)
-    try:
-        if records.kind not in KINDS:
-            raise ValueError(f"unknown kind {records.kind!r}")
-        k = len(a["class_names"])
-        prefixes = {"detect": ["box"], "instance": ["box", "mask"]}.get(records.kind, [])
-        per_image = ["px.tp", "px.target", "px.pred"] if records.kind == "segment" else \
-            ["op.tp", "op.pred", "op.gt"]
-        for key in per_image:
-            if a[key].shape != (n, k) or a[key].dtype.kind not in "iu" or (a[key] < 0).any():
-                raise ValueError(f"{key} is not an ({n}, {k}) array of counts")
-        for p in prefixes:
-            coco_records.check({x.split(".", 1)[1]: v for x, v in a.items()
-                                if x.startswith(f"{p}.")}, n, k)
-    except (KeyError, ValueError, TypeError) as err:
-        raise DataError(f"{path}: bad bootstrap records ({err})") from None
 
 
 def detection_records(gt: dict, image_ids: list[int], predictions: list[dict], task: str,
@@ -247,7 +173,7 @@ def _ap_samples(arrays, box: str, prefix: str, counts, names, classes) -> dict[s
     records = {k.split(".", 1)[1]: v for k, v in arrays.items() if k.startswith(f"{box}.")}
     full = any(n != f"{prefix}map50" and n != f"{prefix}map75" for n in names)
     thresholds = _BOX["map50_95"] if full else sorted({_BOX[n[len(prefix):]][0] for n in names})
-    ap = coco_records.weighted_ap(records, counts, thresholds)   # (R, T, K)
+    ap = coco_ap.weighted_ap(records, counts, thresholds)   # (R, T, K)
     at = {t: i for i, t in enumerate(thresholds)}
     out = {}
     for name in names:

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from visiongate import rest
+from visiongate import serve_limits
 from visiongate.errors import DataError
 
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
@@ -73,7 +73,7 @@ def readable_image(data: bytes, decode: bool = False,
     except Image.DecompressionBombError as err:
         raise RowRefused("too_large", "image too large (decompression bomb)") from err
     except Exception as err:  # PIL's plugins raise many kinds on malformed data
-        reason = rest.clean(str(err), 120)
+        reason = serve_limits.clean(str(err), 120)
         raise RowRefused("unreadable", f"not a readable image ({reason})") from err
 
 

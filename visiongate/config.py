@@ -6,17 +6,16 @@ torch, cv2 or albumentations); `check_deep` builds the augmentation pipelines la
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from visiongate.errors import ConfigError, NotFound
-from visiongate.vocab import (BACKBONES, DETECT_FAMILIES, SEGMENT_FAMILIES, SHAPE_NAMES,
-                              ULTRALYTICS_MODELS, check_corruption, check_device_spec, check_gate)
+from visiongate.errors import ConfigError, NotFound, describe
+from visiongate.vocab import (DETECT_FAMILIES, SEGMENT_FAMILIES, check_corruption, check_cron,
+                              check_device_spec, check_model_section, check_shape_names,
+                              family_defaults)
 
 
 class Frozen(BaseModel):
@@ -34,10 +33,7 @@ class SynthConfig(Frozen):
     @field_validator("classes")
     @classmethod
     def _known_shapes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [c for c in v if c not in SHAPE_NAMES]
-        if unknown:
-            raise ConfigError(f"unknown shape class(es) {unknown}; "
-                              f"choose from {sorted(SHAPE_NAMES)}")
+        check_shape_names(v)
         return v
 
 
@@ -111,31 +107,11 @@ class _ModelConfig(Frozen):
             return data
         family = data.get("family", cls.model_fields["family"].default)
         task = cls._task_of(family) if family in (*DETECT_FAMILIES, *SEGMENT_FAMILIES) else None
-        key = "yolo-seg" if (family, task) == ("yolo", "instance") else family
-        if key in ULTRALYTICS_MODELS and data.get("model") is None:
-            data = {**data, "model": ULTRALYTICS_MODELS[key]}
-        if family in BACKBONES and data.get("backbone") is None:
-            data = {**data, "backbone": BACKBONES[family][0]}
-        return data
+        return family_defaults(data, family, task)
 
     @property
     def ultralytics_family(self) -> bool:
         return self.family in ("yolo", "rtdetr")
-
-    def _check_family_fields(self, section: str) -> None:
-        if self.weights_sha256 and not self.weights:
-            raise ConfigError(f"{section}.weights_sha256 pins a file, but {section}.weights is unset")
-        if self.ultralytics_family:
-            key = "yolo-seg" if self.task == "instance" else self.family
-            name = Path(self.model).name
-            if ("rtdetr" in name) != (self.family == "rtdetr") or \
-                    ("-seg" in name) != (self.task == "instance"):
-                raise ConfigError(f"{section}.model {self.model!r} does not fit family "
-                                  f"{self.family!r} ({self.task}); e.g. {ULTRALYTICS_MODELS[key]}")
-        if self.family in BACKBONES and self.backbone not in BACKBONES[self.family]:
-            raise ConfigError(f"{section}.backbone {self.backbone!r} is not available for family "
-                              f"{self.family!r}; choose from {list(BACKBONES[self.family])}")
-        check_gate(section, self.family, self.task, self.gate)
 
 
 class DetectConfig(_ModelConfig):
@@ -159,7 +135,7 @@ class DetectConfig(_ModelConfig):
 
     @model_validator(mode="after")
     def _family_fields(self) -> "DetectConfig":
-        self._check_family_fields("detect")
+        check_model_section("detect", self)
         return self
 
 
@@ -196,7 +172,7 @@ class SegmentConfig(_ModelConfig):
 
     @model_validator(mode="after")
     def _family_fields(self) -> "SegmentConfig":
-        self._check_family_fields("segment")
+        check_model_section("segment", self)
         return self
 
 
@@ -251,9 +227,7 @@ class ScheduleConfig(Frozen):
     @field_validator("retrain_cron", "evaluate_cron")
     @classmethod
     def _five_fields(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ConfigError(f"cron {value!r} needs five fields: minute hour day month weekday")
-        return value
+        return check_cron(value)
 
 
 class Params(Frozen):
@@ -308,34 +282,3 @@ def check_deep(params: Params) -> Params:
             raise ConfigError(f"{section}.{err}") from err
     return params
 
-
-def describe(err: ValidationError) -> str:
-    """A ValidationError in one line: "detect.epochs: Input should be ...; segment.x: ..."."""
-    parts = []
-    for e in err.errors(include_url=False):
-        where = ".".join(str(p) for p in e["loc"] if p != "[key]")  # a dict key's own error
-        msg = e["msg"].removeprefix("Value error, ").replace("\n", " ")
-        parts.append(f"{where}: {msg}" if where and not msg.startswith(where) else msg)
-    return "; ".join(parts)
-
-
-def flatten(section: BaseModel, prefix: str = "") -> dict[str, str]:
-    """Flat {dotted.key: str(value)} view of a config section, for MLflow params."""
-    out: dict[str, str] = {}
-    for key, value in section.model_dump(mode="json").items():
-        _flatten_into(out, f"{prefix}{key}", value)
-    return out
-
-
-def _flatten_into(out: dict[str, str], key: str, value: object) -> None:
-    if isinstance(value, dict) and value:
-        for k, v in value.items():
-            _flatten_into(out, f"{key}.{k}", v)
-    else:
-        out[key] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-
-def params_hash(section: BaseModel) -> str:
-    """Stable short hash of a config section (lineage tag, cache key)."""
-    blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]

@@ -5,6 +5,13 @@ Each kind also derives from the builtin it replaces (ValueError, RuntimeError,
 FileNotFoundError), so callers that caught those keep working.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class VisiongateError(Exception):
     """A user-facing error: bad config, bad data, a model or registry problem."""
@@ -48,3 +55,13 @@ class StackError(VisiongateError, RuntimeError):
 
 class RequestTooLarge(DataError):
     """A prediction request exceeds a `serve:` limit (body size, images per request)."""
+
+
+def describe(err: ValidationError) -> str:
+    """A ValidationError in one line: "detect.epochs: Input should be ...; segment.x: ..."."""
+    parts = []
+    for e in err.errors(include_url=False):
+        where = ".".join(str(p) for p in e["loc"] if p != "[key]")  # a dict key's own error
+        msg = e["msg"].removeprefix("Value error, ").replace("\n", " ")
+        parts.append(f"{where}: {msg}" if where and not msg.startswith(where) else msg)
+    return "; ".join(parts)

@@ -33,27 +33,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from visiongate.config import GateConfig, RobustnessConfig
-from visiongate.gate_stats import (GateSamples, Interval, MetricInterval, lower_bound,
-                                   metric_intervals, n_needed, two_sided, upper_bound)
+from visiongate.gate_checks import (TOLERANCE, Check, Evidence, metric_value, small_split, span,
+                                    unusable, with_warning)
+from visiongate.gate_stats import (GateSamples, MetricInterval, lower_bound, metric_intervals,
+                                   two_sided, upper_bound)
 from visiongate.outcomes import decision
 
 if TYPE_CHECKING:
     from visiongate.outcomes import QuarantineSummary
-
-# Float slack so that a drop of exactly max_drop (0.82 -> 0.79 with 0.03) passes.
-_TOLERANCE = 1e-9
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    passed: bool
-    detail: str
-    estimate: float | None = None  # the number judged: metric, change, relative drop, share
-    low: float | None = None       # its two-sided `confidence` interval (None: no bootstrap)
-    high: float | None = None
-    rule: str = ""                 # the rule applied, in words
-    warning: str = ""              # the small-split warning, also in `detail`
 
 
 @dataclass(frozen=True)
@@ -81,71 +68,22 @@ class GateResult:
         return decision(self.passed, champion_version, self.reasons)
 
 
-def _value(metrics: dict[str, float], name: str) -> float | None:
-    """The metric as a finite-or-inf float, or None when missing / None / NaN."""
-    value = metrics.get(name)
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
-def _unusable(metrics: dict[str, float], name: str) -> str:
-    if metrics.get(name) is None:
-        return f"{name} missing from candidate metrics"
-    return f"{name} is NaN in candidate metrics"
-
-
-@dataclass(frozen=True)
-class _Evidence:
-    """The bootstrap samples (if any) and how the gate reads them."""
-
-    samples: GateSamples | None
-    confidence: float
-    floors_on: str
-
-    def point_only(self, name: str) -> str:
-        """Why a check on `name` judges point estimates."""
-        if self.samples is None:
-            return "point estimates: no per-image records"
-        return f"point estimates: no usable bootstrap samples of {name}"
-
-
-def _span(interval: Interval, confidence: float, fmt: str) -> str:
-    return f"{confidence:.0%} interval [{interval.low:{fmt}}, {interval.high:{fmt}}]"
-
-
-def _small_split(interval: Interval, limit: float, n_images: int, what: str) -> str:
-    """The warning when the interval is too wide to tell a drop of `limit` from noise
-    (none for a limit of 0: any confident drop refuses, no split size is "enough")."""
-    if limit <= 0 or interval.half_width <= limit:
-        return ""
-    return (f"test split too small to detect {what}: the interval's half-width is "
-            f"{interval.half_width:.3f} on {n_images} images; about "
-            f"{n_needed(n_images, interval.half_width, limit)} test images would be needed "
-            "at this variance")
-
-
-def _with_warning(text: str, warning: str) -> str:
-    return f"{text}; warning: {warning}" if warning else text
-
-
 def _floor_check(candidate: dict[str, float], name: str, floor: float,
-                 evidence: _Evidence) -> Check:
+                 evidence: Evidence) -> Check:
     check_name = f"floor:{name}"
-    value = _value(candidate, name)
+    value = metric_value(candidate, name)
     if value is None:
-        return Check(check_name, False, f"{_unusable(candidate, name)} (floor {floor:.3f})")
+        return Check(check_name, False, f"{unusable(candidate, name)} (floor {floor:.3f})")
     return _floor_verdict(check_name, name, value, floor, evidence)
 
 
 def _floor_verdict(check_name: str, name: str, value: float, floor: float,
-                   evidence: _Evidence) -> Check:
+                   evidence: Evidence) -> Check:
     """floors_on "point": value >= floor; "lower": lower one-sided bound >= floor."""
     c = evidence.confidence
     values = evidence.samples.metric(name) if evidence.samples else None
     interval = two_sided(values, c) if values is not None else None
-    text = f"{name} {value:.3f}" + (f" ({_span(interval, c, '.3f')})" if interval else "")
+    text = f"{name} {value:.3f}" + (f" ({span(interval, c, '.3f')})" if interval else "")
     judged, rule = value, "point estimate >= floor"
     if evidence.floors_on == "lower" and values is not None:
         judged, rule = lower_bound(values, c), f"lower one-sided {c:.0%} bound >= floor"
@@ -159,15 +97,15 @@ def _floor_verdict(check_name: str, name: str, value: float, floor: float,
 
 
 def _regression_check(candidate: dict[str, float], champion: dict[str, float] | None,
-                      name: str, max_drop: float, evidence: _Evidence) -> Check:
+                      name: str, max_drop: float, evidence: Evidence) -> Check:
     check_name = f"no-regression:{name}"
-    value = _value(candidate, name)
+    value = metric_value(candidate, name)
     if value is None:
         return Check(check_name, False,
-                     f"{_unusable(candidate, name)} (max drop {max_drop:.3f} vs champion)")
+                     f"{unusable(candidate, name)} (max drop {max_drop:.3f} vs champion)")
     if champion is None:
         return Check(check_name, True, f"{name} {value:.3f}: no champion yet")
-    best = _value(champion, name)
+    best = metric_value(champion, name)
     if best is None:
         # The champion is re-evaluated on the same split, so this means it cannot be
         # measured on this metric; there is nothing to regress from (recorded, visible).
@@ -179,25 +117,25 @@ def _regression_check(candidate: dict[str, float], champion: dict[str, float] | 
                                  evidence.point_only(name))
     c, n = evidence.confidence, evidence.samples.n_images
     interval, upper = two_sided(diffs, c), upper_bound(diffs, c)
-    refused = upper < -max_drop - _TOLERANCE
+    refused = upper < -max_drop - TOLERANCE
     text = (f"{name} {value:.3f} vs champion {best:.3f} (change {value - best:+.3f}, "
-            f"{_span(interval, c, '+.3f')}, max drop {max_drop:.3f})")
+            f"{span(interval, c, '+.3f')}, max drop {max_drop:.3f})")
     if refused:
         text += (f": {c:.0%} confident it dropped more than that "
                  f"(upper {c:.0%} bound of the change {upper:+.3f})")
     elif value - best < -max_drop:
         text += f": dropped more than that, but not {c:.0%} confidently (upper bound {upper:+.3f})"
-    warning = _small_split(interval, max_drop, n, f"a drop of {max_drop:.3f}")
+    warning = small_split(interval, max_drop, n, f"a drop of {max_drop:.3f}")
     rule = (f"refused iff {c:.0%} confident the drop exceeds max_drop "
             f"(upper one-sided {c:.0%} bound of the paired change < -max_drop)")
-    return Check(check_name, not refused, _with_warning(text, warning), value - best,
+    return Check(check_name, not refused, with_warning(text, warning), value - best,
                  interval.low, interval.high, rule, warning)
 
 
 def _point_regression(check_name: str, name: str, value: float, best: float,
                       max_drop: float, why: str) -> Check:
     drop, rule = best - value, f"change >= -max_drop ({why})"
-    if value >= best - max_drop - _TOLERANCE:
+    if value >= best - max_drop - TOLERANCE:
         return Check(check_name, True, f"{name} {value:.3f} vs champion {best:.3f} "
                      f"(change {-drop:+.3f}, max drop {max_drop:.3f}; {why})", -drop, rule=rule)
     return Check(check_name, False, f"{name} {value:.3f} dropped {drop:.3f} vs champion "
@@ -205,7 +143,7 @@ def _point_regression(check_name: str, name: str, value: float, best: float,
 
 
 def _class_floor_checks(candidate: dict[str, float], prefix: str, floor: float,
-                        evidence: _Evidence) -> list[Check]:
+                        evidence: Evidence) -> list[Check]:
     prefix = prefix.rstrip("/")
     keys = [k for k in candidate if k.startswith(f"{prefix}/")]
     if not keys:
@@ -232,15 +170,15 @@ def relative_drop(clean: float, corrupted: float) -> float:
 
 
 def _robust_check(candidate: dict[str, float], corrupted: dict[str, float] | None,
-                  name: str, severity: int, cfg: RobustnessConfig, evidence: _Evidence) -> Check:
+                  name: str, severity: int, cfg: RobustnessConfig, evidence: Evidence) -> Check:
     check_name, metric, limit = f"robust:{name}", cfg.metric, cfg.max_relative_drop
     where = f"{name} (severity {severity})"
-    clean = _value(candidate, metric)
+    clean = metric_value(candidate, metric)
     if clean is None:
-        return Check(check_name, False, f"{where}: clean {_unusable(candidate, metric)}")
+        return Check(check_name, False, f"{where}: clean {unusable(candidate, metric)}")
     if corrupted is None:
         return Check(check_name, False, f"{where}: not evaluated on this corruption")
-    value = _value(corrupted, metric)
+    value = metric_value(corrupted, metric)
     if value is None:
         what = "missing from" if corrupted.get(metric) is None else "NaN in"
         return Check(check_name, False, f"{where}: {metric} {what} the corrupted-split metrics")
@@ -249,26 +187,26 @@ def _robust_check(candidate: dict[str, float], corrupted: dict[str, float] | Non
     drops = evidence.samples.relative_drop(name, metric) if evidence.samples else None
     if drops is None:
         why = evidence.point_only(f"{metric} on {name}")
-        return Check(check_name, drop <= limit + _TOLERANCE, f"{text}, max {limit:.1%}; {why})",
+        return Check(check_name, drop <= limit + TOLERANCE, f"{text}, max {limit:.1%}; {why})",
                      drop, rule=f"relative drop <= max ({why})")
     c = evidence.confidence
     interval, lower = two_sided(drops, c), lower_bound(drops, c)
-    refused = lower > limit + _TOLERANCE
-    text += f", {_span(interval, c, '.1%')}, max {limit:.1%})"
+    refused = lower > limit + TOLERANCE
+    text += f", {span(interval, c, '.1%')}, max {limit:.1%})"
     if refused:
         text += (f": {c:.0%} confident it drops more than that "
                  f"(lower {c:.0%} bound {lower:.1%})")
-    warning = _small_split(interval, limit, evidence.samples.n_images,
+    warning = small_split(interval, limit, evidence.samples.n_images,
                            f"a relative drop of {limit:.1%}")
     rule = (f"refused iff {c:.0%} confident the relative drop exceeds the max "
             f"(lower one-sided {c:.0%} bound of the paired relative drop > max)")
-    return Check(check_name, not refused, _with_warning(text, warning), drop,
+    return Check(check_name, not refused, with_warning(text, warning), drop,
                  interval.low, interval.high, rule, warning)
 
 
 def _robustness_checks(candidate: dict[str, float],
                        robustness: dict[str, dict[str, float]] | None,
-                       cfg: RobustnessConfig | None, evidence: _Evidence) -> list[Check]:
+                       cfg: RobustnessConfig | None, evidence: Evidence) -> list[Check]:
     if cfg is None or not cfg.corruptions:
         return []
     if robustness is None:
@@ -284,7 +222,7 @@ def _data_quality_check(quarantine: QuarantineSummary | None, bound: float | Non
     if quarantine is None:
         return [Check("data-quality", False, "no validation summary: quarantined share unknown")]
     share, n = float(quarantine.share), quarantine.quarantined
-    ok = share <= bound + _TOLERANCE  # "images" counts the kept ones
+    ok = share <= bound + TOLERANCE  # "images" counts the kept ones
     return [Check("data-quality", ok, f"quarantined {n} of {quarantine.total} images "
                   f"({share:.1%}) {'<=' if ok else '>'} max {bound:.1%}", share,
                   rule="quarantined share <= max")]
@@ -306,7 +244,7 @@ def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None
     ``champion_problem``: why the current champion could not be re-scored — then there is
     nothing to compare against, and the candidate is never promoted automatically.
     """
-    evidence = _Evidence(samples, cfg.confidence, cfg.floors_on)
+    evidence = Evidence(samples, cfg.confidence, cfg.floors_on)
     checks = [_floor_check(candidate, name, floor, evidence)
               for name, floor in cfg.floors.items()]
     for prefix, floor in cfg.class_floors.items():

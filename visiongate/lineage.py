@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 LIBRARIES = ("visiongate", "torch", "torchvision", "ultralytics", "mlflow", "dvc", "prefect",
              "albumentations")
@@ -77,3 +82,25 @@ def lineage_tags(root: Path, dataset: str, md5s: dict[str, str], params_hash: st
     tags.update(git_state(root))
     tags.update(library_versions())
     return tags
+
+
+def flatten(section: BaseModel, prefix: str = "") -> dict[str, str]:
+    """Flat {dotted.key: str(value)} view of a config section, for MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in section.model_dump(mode="json").items():
+        _flatten_into(out, f"{prefix}{key}", value)
+    return out
+
+
+def _flatten_into(out: dict[str, str], key: str, value: object) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten_into(out, f"{key}.{k}", v)
+    else:
+        out[key] = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def params_hash(section: BaseModel) -> str:
+    """Stable short hash of a config section (lineage tag, cache key)."""
+    blob = json.dumps(section.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -10,9 +10,10 @@
   tracebacks and filesystem paths.
 
 The limits reach the model through the server's environment (VISIONGATE_SERVE_MAX_*, set
-by `visiongate serve` from params.yaml `serve:`); the model reads rows and pixels from
-there in any server (`mlflow models serve` too), the defaults being ServeConfig's. Only
-this guard bounds the body: a plain `mlflow models serve` has no body limit.
+by `visiongate serve` from params.yaml `serve:`; visiongate.serve_limits); the model reads
+rows and pixels from there in any server (`mlflow models serve` too), the defaults being
+ServeConfig's. Only this guard bounds the body: a plain `mlflow models serve` has no body
+limit. MLflow's app itself is built by visiongate.tracking.scoring_app.
 """
 
 from __future__ import annotations
@@ -21,48 +22,15 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
-from pydantic import ValidationError
+from visiongate.serve_limits import clean, environment, limits  # noqa: F401 (rest.environment)
 
-from visiongate.config import ServeConfig, describe
-from visiongate.errors import ConfigError
-
-ENV = {"max_body_mb": "VISIONGATE_SERVE_MAX_BODY_MB", "max_rows": "VISIONGATE_SERVE_MAX_ROWS",
-       "max_pixels": "VISIONGATE_SERVE_MAX_PIXELS"}
 MODEL_ENV = "VISIONGATE_SERVE_MODEL"  # the checked local model folder create_app loads
 DRAIN_FACTOR = 4  # a declared body up to 4x the limit is read and dropped: the client sees the 413
 log = logging.getLogger(__name__)
 
-_PATH = re.compile(r"(?:file:/*)?(?:[A-Za-z]:)?(?:[/\\][\w.+~@%-]+){2,}[/\\]?")
 _ERROR_LINE = re.compile(r"^visiongate(?:\.\w+)*\.(\w+): (.+)$")
-
-
-def limits(env: Mapping[str, str] | None = None) -> ServeConfig:
-    """The serving limits: VISIONGATE_SERVE_MAX_* (of os.environ or `env`) over
-    ServeConfig's defaults."""
-    env = os.environ if env is None else env
-    given = {key: env[var] for key, var in ENV.items() if env.get(var)}
-    try:
-        return ServeConfig(**given)
-    except ValidationError as err:
-        raise ConfigError(f"VISIONGATE_SERVE_*: {describe(err)}") from err
-
-
-def environment(cfg: ServeConfig) -> dict[str, str]:
-    """The variables that carry `cfg` into a server process."""
-    return {var: str(getattr(cfg, key)) for key, var in ENV.items()}
-
-
-def clean(text: str, limit: int = 300) -> str:
-    """A message fit for a client: no traceback, echoed input, paths; one line, short."""
-    text = text.split("Traceback (most recent call last)")[0]
-    text = re.sub(r"^Failed to predict data .*?\nError: ", "", text, flags=re.DOTALL)
-    text = text.split("\nInput:")[0][:4000]
-    text = re.sub(r"(['`])[^'`]{60,}\1", r"\1…\1", text)  # a long quoted echo of the input
-    text = " ".join(_PATH.sub("<path>", text).split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def error_answer(status: int, body: bytes) -> tuple[int, bytes]:
@@ -167,13 +135,11 @@ class Guard:
 def create_app():
     """uvicorn's factory: the model folder named by VISIONGATE_SERVE_MODEL (a checked local
     copy, never a models:/ URI) in MLflow's scoring app, behind Guard."""
-    from mlflow.pyfunc import scoring_server
-
     from visiongate.mlmodel import check_model_dir
+    from visiongate.tracking import scoring_app
 
     # a local model folder checked out by `visiongate serve` (registry.checkout_model), checked
     # again here: MLflow imports the loader module its MLmodel names
     model_dir = Path(os.environ[MODEL_ENV])
     check_model_dir(model_dir, os.environ[MODEL_ENV])
-    model = scoring_server.load_model_with_mlflow_config(str(model_dir))
-    return Guard(scoring_server.init(model), limits().max_body_mb)
+    return Guard(scoring_app(model_dir), limits().max_body_mb)

@@ -16,7 +16,7 @@ Answer: one JSON-friendly record per image, in request order:
 
 A bad row (not base64, undecodable, over `serve.max_pixels` by its header) answers an error
 record and never fails the others: predict raises only for the whole request (no `image`
-column, more rows than `serve.max_rows`; limits from visiongate.rest).
+column, more rows than `serve.max_rows`; limits from visiongate.serve_limits).
 
 Boxes are xyxy pixels, labels the COCO category ids 1..K; `mask` appears on instance
 detections only; a semantic answer lists each predicted class (background left out) as
@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from visiongate import geometry, models, rest
+from visiongate import geometry, models, serve_limits
 from visiongate.cells import SUFFIX, RowRefused, batches, readable_image, stage  # noqa: F401
 from visiongate.errors import DataError, NotFound, RequestTooLarge
 
@@ -129,7 +129,7 @@ def predict_cells(predict: Predictor, meta: models.CheckpointMeta, cells: list,
     """Records for base64 cells; a cell that cannot be answered gets {"error", "reason"}
     (visiongate.cells). max_pixels (default: serve.max_pixels from the environment) bounds
     each image and each batch given to the model."""
-    max_pixels = rest.limits().max_pixels if max_pixels is None else max_pixels
+    max_pixels = serve_limits.limits().max_pixels if max_pixels is None else max_pixels
     records: list[dict] = [{} for _ in cells]
     with tempfile.TemporaryDirectory(prefix="visiongate-serve-") as tmp:
         staged = {}
@@ -158,7 +158,7 @@ class VisionModel:
         if "image" not in model_input:
             raise DataError(f"expected a column 'image' (base64 image bytes), "
                             f"got columns {list(model_input.columns)[:10]}")
-        limits = rest.limits()
+        limits = serve_limits.limits()
         if len(model_input) > limits.max_rows:
             raise RequestTooLarge(f"{len(model_input)} images in one request; at most "
                                   f"{limits.max_rows} (serve.max_rows)")

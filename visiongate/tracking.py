@@ -128,6 +128,15 @@ def process_tracking_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = env
 
 
+def scoring_app(model_dir: Path):
+    """MLflow's scoring app (FastAPI, an ASGI app) for a local model folder the caller has
+    already checked (visiongate.mlmodel.check_model_dir); visiongate.rest guards it."""
+    from mlflow.pyfunc import scoring_server
+
+    model = scoring_server.load_model_with_mlflow_config(str(model_dir))
+    return scoring_server.init(model)
+
+
 def requirements() -> list[str]:
     """Pins of what the model imports (informational: serve with --env-manager local)."""
     out = []

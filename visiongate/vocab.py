@@ -10,6 +10,7 @@ visiongate.metrics (COCO statistics), visiongate.devices (device specs), the mod
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from visiongate.errors import ConfigError
@@ -61,6 +62,21 @@ def check_device_spec(spec: str) -> str:
     return cleaned
 
 
+def check_cron(value: str) -> str:
+    """A cron schedule (minute hour day month weekday); ConfigError unless five fields."""
+    if len(value.split()) != 5:
+        raise ConfigError(f"cron {value!r} needs five fields: minute hour day month weekday")
+    return value
+
+
+def check_shape_names(classes: tuple[str, ...]) -> None:
+    """ConfigError naming the choices for an unknown synthetic shape class."""
+    unknown = [c for c in classes if c not in SHAPE_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown shape class(es) {unknown}; "
+                          f"choose from {sorted(SHAPE_NAMES)}")
+
+
 def check_corruption(name: str, severity: int) -> None:
     """ConfigError naming the choices for an unknown corruption or severity."""
     if name not in CORRUPTION_NAMES:
@@ -96,3 +112,32 @@ def check_gate(section: str, family: str, task: str, gate: Any) -> None:
         if prefix not in prefixes:
             raise ConfigError(f"{section}.gate.class_floors: prefix {prefix!r} does not exist "
                               f"for family {family!r}; choose from {sorted(prefixes)}")
+
+
+def family_defaults(data: dict, family: str, task: str | None) -> dict:
+    """A model section's raw fields with `model` / `backbone` set to the family's default
+    when not given."""
+    key = "yolo-seg" if (family, task) == ("yolo", "instance") else family
+    if key in ULTRALYTICS_MODELS and data.get("model") is None:
+        data = {**data, "model": ULTRALYTICS_MODELS[key]}
+    if family in BACKBONES and data.get("backbone") is None:
+        data = {**data, "backbone": BACKBONES[family][0]}
+    return data
+
+
+def check_model_section(section: str, cfg: Any) -> None:
+    """A model section (config.DetectConfig / SegmentConfig) whose weights pin, model yaml,
+    backbone and gate fit its family; ConfigError naming the field otherwise."""
+    if cfg.weights_sha256 and not cfg.weights:
+        raise ConfigError(f"{section}.weights_sha256 pins a file, but {section}.weights is unset")
+    if cfg.ultralytics_family:
+        key = "yolo-seg" if cfg.task == "instance" else cfg.family
+        name = Path(cfg.model).name
+        if ("rtdetr" in name) != (cfg.family == "rtdetr") or \
+                ("-seg" in name) != (cfg.task == "instance"):
+            raise ConfigError(f"{section}.model {cfg.model!r} does not fit family "
+                              f"{cfg.family!r} ({cfg.task}); e.g. {ULTRALYTICS_MODELS[key]}")
+    if cfg.family in BACKBONES and cfg.backbone not in BACKBONES[cfg.family]:
+        raise ConfigError(f"{section}.backbone {cfg.backbone!r} is not available for family "
+                          f"{cfg.family!r}; choose from {list(BACKBONES[cfg.family])}")
+    check_gate(section, cfg.family, cfg.task, cfg.gate)

@@ -3,8 +3,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from visiongate.config import Params, flatten, load_params, params_hash
+from visiongate.config import Params, load_params
 from visiongate.errors import ConfigError, NotFound
+from visiongate.lineage import flatten, params_hash
 
 REPO = Path(__file__).resolve().parents[2]
 

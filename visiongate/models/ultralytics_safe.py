@@ -1,8 +1,8 @@
 """Ultralytics checkpoints (`.pt`) are pickles, and unpickling one can run any code it
 names. visiongate never unpickles one in full unless the user pinned that file's sha256:
 
-- every ultralytics load in the process uses ultralytics' safe loading (`torch.load(...,
-  weights_only=True)` plus an allow-list of ultralytics' and torch's own model classes;
+- every ultralytics load in the process uses ultralytics' safe loading (torch's weights-only
+  unpickler plus an allow-list of ultralytics' and torch's own model classes;
   model yamls are built without `eval`): `ULTRALYTICS_SAFE_LOAD=1` before ultralytics is
   imported (inherited by any subprocess it starts) and its flag set again after import, in
   case something imported ultralytics before visiongate;
