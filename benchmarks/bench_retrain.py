@@ -41,7 +41,7 @@ OK_EXIT = (0, 3)  # 3: a gate refused the candidate; the flow still ran to the e
 PHASES = {"data": ("version_data", "verify_data", "unchanged_version", "validate_data",
                    "describe_data", "augment_preview"),
           "training": ("train_model",),
-          "evaluation": ("evaluate_model", "champion_checkpoint", "evaluate_robustness",
+          "evaluation": ("evaluate_model", "alias_version", "checkout", "evaluate_robustness",
                          "plot_robustness", "gate"),
           "tracking": ("start_run", "log_dataset", "log_results", "log_model", "register",
                        "promote")}

@@ -15,8 +15,8 @@ from prefect import flow, get_run_logger
 from tasks.data import describe_data, validate_data, verify_data, version_data
 from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.gate import gate
-from tasks.registry import alias_version as registry_version
-from tasks.registry import checkout, log_model, promote, register, unchanged_version
+from tasks.registry import alias_version, checkout, log_model, promote, register, \
+    unchanged_version
 from tasks.tracking import log_dataset, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
@@ -199,7 +199,7 @@ def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str 
     """(version, metrics on the pinned test split, None) of the current champion, (None,
     None, None) without one, or (version, None, why) when it cannot be loaded (an older
     checkpoint format, a refused file): the gate then refuses to promote automatically."""
-    version = registry_version(job.uri, job.name, registry.CHAMPION)
+    version = alias_version(job.uri, job.name, registry.CHAMPION)
     if version is None:
         return None, None, None
     records = str(job.project.records(run_id) / "champion.npz")
