@@ -153,9 +153,8 @@ def start(server: Server, cmd: list[str], state_dir: Path, env: dict[str, str],
                                 start_new_session=True)
     finally:
         os.close(out)
-    # Popen returns once the exec succeeded: /proc shows the server's own command line
     _write_private(pid_file, json.dumps({"pid": proc.pid, "url": server.url, "cmd": cmd,
-                                         "process": identity(proc.pid)}))
+                                         "process": _exec_identity(proc.pid, cmd)}))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -207,6 +206,20 @@ def identity(pid: int) -> dict | None:
     line = ps.stdout.strip()
     return {"start": line[:24], "cmdline": line[24:].split()} if ps.returncode == 0 and line \
         else None
+
+
+def _exec_identity(pid: int, cmd: list[str], timeout: float = 5.0) -> dict | None:
+    """The identity of a just-started process once /proc shows `cmd`'s arguments (a busy
+    machine can show the forked parent's command line for a moment; a script's shebang
+    makes argv[0] the interpreter, so only the arguments are compared)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = identity(pid)
+        args = found["cmdline"][-(len(cmd) - 1):] if found and len(cmd) > 1 else None
+        if found is None or len(cmd) < 2 or args == list(cmd[1:]) or \
+                time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def _ours(state: dict) -> bool:
