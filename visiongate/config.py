@@ -7,19 +7,15 @@ torch, cv2 or albumentations); `check_deep` builds the augmentation pipelines la
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
+from visiongate.config_models import (FLIPS, ClassifyConfig, DetectConfig,  # noqa: F401
+                                      Frozen, GateConfig, RobustnessConfig, SegmentConfig)
 from visiongate.errors import ConfigError, NotFound, describe
-from visiongate.vocab import (DETECT_FAMILIES, SEGMENT_FAMILIES, check_corruption, check_cron,
-                              check_device_spec, check_model_section, check_shape_names,
-                              family_defaults)
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+from visiongate.vocab import check_cron, check_shape_names
 
 
 class SynthConfig(Frozen):
@@ -36,144 +32,6 @@ class SynthConfig(Frozen):
         check_shape_names(v)
         return v
 
-
-class RobustnessConfig(Frozen):
-    """Gate on a corrupted copy of the test split: metric may drop at most this fraction."""
-
-    corruptions: dict[str, int] = {}        # corruption name -> severity 1..3
-    metric: str                             # e.g. "map50" (detect) or "miou" (segment)
-    max_relative_drop: float = Field(0.3, ge=0)  # 0.3: corrupted >= 70 % of clean
-
-    @field_validator("corruptions")
-    @classmethod
-    def _known_corruptions(cls, v: dict[str, int]) -> dict[str, int]:
-        for name, severity in v.items():
-            check_corruption(name, severity)
-        return v
-
-
-class GateConfig(Frozen):
-    floors: dict[str, float] = {}
-    max_drop: dict[str, float] = {}
-    # Per-class floors by metric prefix: {"ap": 0.3} -> every "ap/<class>" >= 0.3.
-    class_floors: dict[str, float] = {}
-    robustness: RobustnessConfig | None = None
-    # Data quality: refuse promotion when validation quarantined more than this share of
-    # the dataset's images (None: no such check). The hard import bound is validation's.
-    max_quarantine_share: float | None = Field(None, ge=0, le=1)
-    # Uncertainty (visiongate.gate_stats): a paired bootstrap over test images.
-    confidence: float = Field(0.95, gt=0.5, lt=1)  # how sure the gate must be before refusing
-    resamples: int = Field(1000, ge=100)            # bootstrap resamples of the test images
-    seed: int = 0                                   # the resampling is reproducible
-    floors_on: Literal["point", "lower"] = "point"  # floors on the estimate or its lower bound
-
-
-# Joint flips/rotations: the shapes look the same any way up (the U-Net's augmentation).
-FLIPS = ({"name": "HorizontalFlip", "p": 0.5}, {"name": "VerticalFlip", "p": 0.5},
-         {"name": "RandomRotate90", "p": 0.5})
-
-
-class _ModelConfig(Frozen):
-    """Fields and checks shared by the detect and segment sections."""
-
-    enabled: bool = True
-    model: str | None = None       # ultralytics families: model yaml (None: family default)
-    backbone: str | None = None    # torchvision families (None: family default)
-    weights: str | None = None     # optional local weights file; nothing is ever downloaded
-    # ultralytics families: trust `weights` (a pickle) beyond safe loading, only with this sha256
-    weights_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
-    epochs: int = Field(25, ge=1)
-    batch: int = Field(16, ge=1)
-    lr: float = Field(0.002, gt=0)
-    seed: int = 0
-    device: str = "auto"           # auto | cpu | mps | cuda | cuda:N | N | N,M (ultralytics DDP)
-    augment: list[dict[str, Any]] = []  # [{name: <albumentations transform>, **kwargs}, ...]
-    ultralytics_args: dict[str, Any] = {}  # passed to ultralytics' train(); it checks the keys
-
-    @field_validator("device")
-    @classmethod
-    def _valid_device(cls, v: str) -> str:
-        return check_device_spec(v)
-
-    @classmethod
-    def _task_of(cls, family: str) -> str:
-        raise NotImplementedError
-
-    @model_validator(mode="before")
-    @classmethod
-    def _family_defaults(cls, data: Any) -> Any:
-        """Fill `model` / `backbone` with the family's default when not given."""
-        if not isinstance(data, dict):
-            return data
-        family = data.get("family", cls.model_fields["family"].default)
-        task = cls._task_of(family) if family in (*DETECT_FAMILIES, *SEGMENT_FAMILIES) else None
-        return family_defaults(data, family, task)
-
-    @property
-    def ultralytics_family(self) -> bool:
-        return self.family in ("yolo", "rtdetr")
-
-
-class DetectConfig(_ModelConfig):
-    family: Literal["yolo", "rtdetr", "fasterrcnn", "retinanet", "ssdlite"] = "yolo"
-    imgsz: int = Field(128, ge=32)
-    conf: float = Field(0.001, ge=0, le=1)
-    nms_iou: float = Field(0.7, gt=0, le=1)
-    class_agnostic_nms: bool = False  # True: one NMS over all classes (overlapping classes suppress)
-    score_threshold: float = Field(0.25, ge=0, le=1)  # operating point: precision, recall, confusion
-    # torchvision families: a box keeps after augmentation only if this share stays visible
-    augment_min_visibility: float = Field(0.25, ge=0, le=1)
-    gate: GateConfig = GateConfig(floors={"map50": 0.5})
-
-    @property
-    def task(self) -> str:
-        return "detect"
-
-    @classmethod
-    def _task_of(cls, family: str) -> str:
-        return "detect"
-
-    @model_validator(mode="after")
-    def _family_fields(self) -> "DetectConfig":
-        check_model_section("detect", self)
-        return self
-
-
-class SegmentConfig(_ModelConfig):
-    family: Literal["unet", "fcn", "deeplabv3", "yolo", "maskrcnn"] = "unet"
-    base_channels: int = Field(16, ge=4)   # unet only
-    epochs: int = Field(30, ge=1)
-    imgsz: int = Field(64, ge=32)
-    batch: int = Field(8, ge=1)
-    augment: list[dict[str, Any]] = [dict(step) for step in FLIPS]
-    conf: float = Field(0.001, ge=0, le=1)       # instance families: evaluation threshold
-    nms_iou: float = Field(0.7, gt=0, le=1)      # instance families
-    class_agnostic_nms: bool = False             # instance families
-    score_threshold: float = Field(0.25, ge=0, le=1)  # instance families: operating point
-    gate: GateConfig = GateConfig(floors={"miou": 0.5})
-
-    @property
-    def task(self) -> str:
-        """"segment" (semantic label maps) or "instance" (per-object masks)."""
-        return SEGMENT_FAMILIES[self.family]
-
-    @classmethod
-    def _task_of(cls, family: str) -> str:
-        return SEGMENT_FAMILIES[family]
-
-    @model_validator(mode="before")
-    @classmethod
-    def _instance_gate_default(cls, data: Any) -> Any:
-        """Instance families score masks: their default floor is mask_map50, not miou."""
-        if isinstance(data, dict) and "gate" not in data and \
-                SEGMENT_FAMILIES.get(data.get("family", "unet")) == "instance":
-            data = {**data, "gate": {"floors": {"mask_map50": 0.5}}}
-        return data
-
-    @model_validator(mode="after")
-    def _family_fields(self) -> "SegmentConfig":
-        check_model_section("segment", self)
-        return self
 
 
 class ValidationConfig(Frozen):
@@ -235,16 +93,17 @@ class Params(Frozen):
     synth: SynthConfig = SynthConfig()
     detect: DetectConfig = DetectConfig()
     segment: SegmentConfig = SegmentConfig()
+    classify: ClassifyConfig = ClassifyConfig()
     validation: ValidationConfig = ValidationConfig()
     mlflow: MlflowConfig = MlflowConfig()
     stack: StackConfig = StackConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     serve: ServeConfig = ServeConfig()
 
-    def model_tasks(self) -> dict[str, DetectConfig | SegmentConfig]:
+    def model_tasks(self) -> dict[str, DetectConfig | SegmentConfig | ClassifyConfig]:
         """The enabled model tasks, in the order the flow trains them."""
-        return {name: cfg for name, cfg in (("detect", self.detect), ("segment", self.segment))
-                if cfg.enabled}
+        return {name: cfg for name, cfg in (("detect", self.detect), ("segment", self.segment),
+                                            ("classify", self.classify)) if cfg.enabled}
 
 
 def load_params(path: str | Path = "params.yaml", deep: bool = False) -> Params:
@@ -275,7 +134,7 @@ def check_deep(params: Params) -> Params:
     "detect.augment[0]: unknown albumentations transform 'Flop' (did you mean Flip?)"."""
     from visiongate.augment import build_transforms  # albumentations, hence torch
 
-    for section in ("detect", "segment"):
+    for section in ("detect", "segment", "classify"):
         try:
             build_transforms(getattr(params, section).augment)
         except ValueError as err:  # its messages start with "augment"

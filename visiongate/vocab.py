@@ -30,16 +30,23 @@ COCO_STAT_NAMES = (
 )
 # The metrics a run summary and a model listing show (those a task produces), in this order.
 HEADLINE_METRICS = ("map50", "map50_95", "map75", "mask_map50", "mask_map50_95",
-                    "precision", "recall", "miou", "dice", "pixel_acc")
+                    "precision", "recall", "miou", "dice", "pixel_acc",
+                    "accuracy", "top5_accuracy", "f1_macro", "map", "f1_micro", "subset_accuracy")
+# Classification metrics a gate may use (higher is better). The evaluator also reports
+# `ece` (calibration) and, multi-label, `hamming_loss`: lower is better, report only.
+CLASSIFY_METRICS = ("accuracy", "top5_accuracy", "balanced_accuracy", "f1_macro", "f1_weighted")
+MULTILABEL_METRICS = ("map", "f1_micro", "f1_macro", "subset_accuracy")
 
 # Model families.
 DETECT_FAMILIES = ("yolo", "rtdetr", "fasterrcnn", "retinanet", "ssdlite")
 # segment family -> what it predicts: "segment" (semantic label maps) or "instance" (masks)
 SEGMENT_FAMILIES = {"unet": "segment", "fcn": "segment", "deeplabv3": "segment",
                     "yolo": "instance", "maskrcnn": "instance"}
+# classify family -> ultralytics (yolo) or the torchvision architecture of that name.
+CLASSIFY_FAMILIES = ("yolo", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 # Ultralytics families: default model yaml. Torchvision families: backbones, default first.
 ULTRALYTICS_MODELS = {"yolo": "yolov8n.yaml", "rtdetr": "rtdetr-l.yaml",
-                      "yolo-seg": "yolov8n-seg.yaml"}
+                      "yolo-seg": "yolov8n-seg.yaml", "yolo-cls": "yolov8n-cls.yaml"}
 BACKBONES = {
     "fasterrcnn": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
     "maskrcnn": ("mobilenet_v3_large_fpn", "resnet50_fpn"),
@@ -89,6 +96,10 @@ def gate_metrics(task: str) -> tuple[set[str], set[str]]:
     """(metric names, per-class prefixes) the evaluator produces for a task."""
     if task == "segment":
         return {"miou", "dice", "pixel_acc"}, {"iou"}
+    if task == "classify":
+        return set(CLASSIFY_METRICS), {"precision", "recall", "f1"}
+    if task == "multilabel":
+        return set(MULTILABEL_METRICS), {"ap", "precision", "recall", "f1"}
     # box metrics, and precision/recall at the operating point (score_threshold)
     names, prefixes = {*COCO_STAT_NAMES, "precision", "recall"}, {"ap", "precision", "recall"}
     if task == "instance":
@@ -117,7 +128,8 @@ def check_gate(section: str, family: str, task: str, gate: Any) -> None:
 def family_defaults(data: dict, family: str, task: str | None) -> dict:
     """A model section's raw fields with `model` / `backbone` set to the family's default
     when not given."""
-    key = "yolo-seg" if (family, task) == ("yolo", "instance") else family
+    key = {("yolo", "instance"): "yolo-seg", ("yolo", "classify"): "yolo-cls"}.get(
+        (family, task), family)
     if key in ULTRALYTICS_MODELS and data.get("model") is None:
         data = {**data, "model": ULTRALYTICS_MODELS[key]}
     if family in BACKBONES and data.get("backbone") is None:
@@ -131,10 +143,11 @@ def check_model_section(section: str, cfg: Any) -> None:
     if cfg.weights_sha256 and not cfg.weights:
         raise ConfigError(f"{section}.weights_sha256 pins a file, but {section}.weights is unset")
     if cfg.ultralytics_family:
-        key = "yolo-seg" if cfg.task == "instance" else cfg.family
+        key = {"instance": "yolo-seg", "classify": "yolo-cls"}.get(cfg.task, cfg.family)
         name = Path(cfg.model).name
         if ("rtdetr" in name) != (cfg.family == "rtdetr") or \
-                ("-seg" in name) != (cfg.task == "instance"):
+                ("-seg" in name) != (cfg.task == "instance") or \
+                ("-cls" in name) != (cfg.task == "classify"):
             raise ConfigError(f"{section}.model {cfg.model!r} does not fit family "
                               f"{cfg.family!r} ({cfg.task}); e.g. {ULTRALYTICS_MODELS[key]}")
     if cfg.family in BACKBONES and cfg.backbone not in BACKBONES[cfg.family]:
