@@ -156,7 +156,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("images", help="folder of images (searched recursively)")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--min-score", type=float, help=(
-        "drop detections scored below this (default: the serving default, 0.25)"))
+        "drop detections scored below this (default 0.25); classifiers: the top-1 class "
+        "needs this probability (default: classify.min_score), multi-label: replaces the "
+        "per-class thresholds"))
     predict.set_defaults(func=_predict)
 
     serve = _store_args(sub.add_parser("serve", help=(

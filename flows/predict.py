@@ -1,10 +1,11 @@
-"""Batch prediction with a registered model: images in, COCO predictions and overlays out.
+"""Batch prediction with a registered model: images in, predictions and overlays out.
 
     visiongate predict --model models:/shapes-detect@champion IMAGES_DIR --out DIR
 
 Writes DIR/predictions.json (COCO: images with their file names, categories, and the
-results as annotations: bbox xywh, score, RLE segmentation for masks), DIR/overlays/*.png
-and DIR/skipped.csv (files that are not readable images: reported, not fatal).
+results as annotations: bbox xywh, score, RLE segmentation for masks) — or, for a
+classifier, DIR/predictions.csv (file, labels, score, top_k) —, DIR/overlays/*.png and
+DIR/skipped.csv (files that are not readable images: reported, not fatal).
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from tasks.registry import checkout
 from visiongate import registry, tracking
 from visiongate.config import load_params
 from visiongate.paths import Project
-from visiongate.serving import DEFAULT_MIN_SCORE
 
 
 @flow(name="predict")
 def predict(model_uri: str, images_dir: str, out_dir: str, root: str = ".",
             params_file: str = "params.yaml", min_score: float | None = None) -> dict:
     """Predict every image under images_dir with a registered version (alias or number)."""
-    project, min_score = Path(root).resolve(), DEFAULT_MIN_SCORE if min_score is None else min_score
+    project = Path(root).resolve()  # min_score None: the model's own (0.25 for detections)
     uri = tracking.tracking_uri(project, load_params(project / params_file).mlflow)
     version = registry.resolve(uri, model_uri)  # a wrong name or alias fails here, not retried
     checkpoint = checkout(uri, version.name, version.version, str(Project(project).champions))

@@ -4,12 +4,12 @@ from pathlib import Path
 
 from prefect import task
 
-from visiongate import serving
+from visiongate import batch_predict
 
 
 @task
-def predict_folder(checkpoint: str, images_dir: str, out_dir: str, min_score: float,
+def predict_folder(checkpoint: str, images_dir: str, out_dir: str, min_score: float | None,
                    model: str) -> dict:
-    """predictions.json + overlays/ + skipped.csv in out_dir; returns counts and skipped files."""
-    return serving.predict_folder(Path(checkpoint), Path(images_dir), Path(out_dir), min_score,
-                                  model)
+    """predictions.json (or .csv) + overlays/ + skipped.csv in out_dir; counts and skips."""
+    return batch_predict.predict_folder(Path(checkpoint), Path(images_dir), Path(out_dir),
+                                        min_score, model)

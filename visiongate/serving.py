@@ -12,6 +12,8 @@ Answer: one JSON-friendly record per image, in request order:
                      "mask": {"size": [H, W], "counts": "<COCO RLE>"}}],   # detect / instance
      "segments": [{"label": k, "class_name": "circle", "pixels": n,
                    "mask": {"size": [H, W], "counts": "<COCO RLE>"}}]}     # semantic
+     "top_k": [{"label": k, "class_name": "circle", "score": p}, ...],      # classify
+     "labels": [{"label": k, "class_name": "circle", "score": p}]}
     {"error": "image i: ...", "reason": "not_base64" | "unreadable" | "too_large" | "failed"}
 
 A bad row (not base64, undecodable, over `serve.max_pixels` by its header) answers an error
@@ -22,6 +24,11 @@ Boxes are xyxy pixels, labels the COCO category ids 1..K; `mask` appears on inst
 detections only; a semantic answer lists each predicted class (background left out) as
 one COCO RLE mask (`pycocotools.mask.decode` turns it back into an array). Detections
 below `min_score` are dropped (default 0.25; evaluation uses the config's lower `conf`).
+A classifier answers its top-k classes (k = min(5, K)) by probability and its `labels`:
+single-label, the top-1 class when its probability reaches `min_score` (default: the
+model's `classify.min_score`), else none — an uncertain image is rejected, not guessed;
+multi-label, every class at or above its own threshold (chosen on the val split at
+training; a request's `min_score` replaces them all).
 
 The logged model is this module as MLflow `loader_module` with the checkpoint folder
 (meta.json + weights) as its data: no Python object is pickled by MLflow, and loading runs
@@ -33,8 +40,6 @@ version only after checking that its MLmodel is this one (visiongate.mlmodel).
 from __future__ import annotations
 
 import base64
-import csv
-import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -42,14 +47,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-from pycocotools import mask as mask_utils
 
 from visiongate import geometry, models, serve_limits
 from visiongate.cells import SUFFIX, RowRefused, batches, readable_image, stage  # noqa: F401
-from visiongate.errors import DataError, NotFound, RequestTooLarge
+from visiongate.errors import DataError, RequestTooLarge
 
 DEFAULT_MIN_SCORE = 0.25
+CLASSIFY_TASKS = ("classify", "multilabel")
+TOP_K = 5
 
 Predictor = Callable[[list[Path]], list]
 log = logging.getLogger(__name__)
@@ -72,11 +77,35 @@ def _class_name(meta: models.CheckpointMeta, label: int) -> str:
     return "background" if label == 0 else str(label)
 
 
+def _classes(meta: models.CheckpointMeta, probs: np.ndarray, index) -> list[dict]:
+    return [{"label": int(i) + 1, "class_name": _class_name(meta, int(i) + 1),
+             "score": round(float(probs[i]), 5)} for i in index]
+
+
+def classify_record(meta: models.CheckpointMeta, probs: np.ndarray,
+                    min_score: float | None) -> dict:
+    """top_k and labels of one image's class probabilities (K,)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(-probs, kind="stable")
+    if meta.task == "multilabel":
+        thresholds = np.full(len(probs), min_score) if min_score is not None else \
+            np.asarray(getattr(meta, "thresholds", None) or [0.5] * len(probs))
+        chosen = [i for i in order if probs[i] >= thresholds[i]]
+    else:
+        floor = meta.config.get("min_score", 0.5) if min_score is None else min_score
+        chosen = [order[0]] if probs[order[0]] >= floor else []
+    return {"top_k": _classes(meta, probs, order[:TOP_K]), "labels": _classes(meta, probs, chosen)}
+
+
 def to_record(meta: models.CheckpointMeta, prediction: Any, size: tuple[int, int],
-              min_score: float) -> dict:
-    """One image's prediction (the models interface's numpy form) as a JSON-friendly dict."""
+              min_score: float | None) -> dict:
+    """One image's prediction (the models interface's numpy form) as a JSON-friendly dict;
+    min_score None: the model's default (0.25 for detections)."""
     width, height = size
     record: dict[str, Any] = {"width": width, "height": height}
+    if meta.task in CLASSIFY_TASKS:
+        return {**record, **classify_record(meta, prediction, min_score)}
+    min_score = DEFAULT_MIN_SCORE if min_score is None else min_score
     if meta.task == "segment":
         labels, counts = np.unique(prediction, return_counts=True)
         record["segments"] = [{"label": int(k), "class_name": _class_name(meta, int(k)),
@@ -97,7 +126,7 @@ def to_record(meta: models.CheckpointMeta, prediction: Any, size: tuple[int, int
 
 
 def _predict_one(predict: Predictor, meta: models.CheckpointMeta, i: int, path: Path,
-                 size: tuple[int, int], min_score: float) -> dict:
+                 size: tuple[int, int], min_score: float | None) -> dict:
     """One row alone: its record, or its error (undecodable, or the model failed on it)."""
     try:
         return to_record(meta, predict([path])[0], size, min_score)
@@ -111,7 +140,7 @@ def _predict_one(predict: Predictor, meta: models.CheckpointMeta, i: int, path: 
 
 
 def _predict_batch(predict: Predictor, meta: models.CheckpointMeta, rows: dict,
-                   min_score: float) -> dict[int, dict]:
+                   min_score: float | None) -> dict[int, dict]:
     """{row: record} for staged rows {row: (path, size)}, predicted together; when that
     fails (an image that passed `verify` but does not decode), row by row."""
     try:
@@ -125,7 +154,7 @@ def _predict_batch(predict: Predictor, meta: models.CheckpointMeta, rows: dict,
 
 
 def predict_cells(predict: Predictor, meta: models.CheckpointMeta, cells: list,
-                  min_score: float, max_pixels: int | None = None) -> list[dict]:
+                  min_score: float | None, max_pixels: int | None = None) -> list[dict]:
     """Records for base64 cells; a cell that cannot be answered gets {"error", "reason"}
     (visiongate.cells). max_pixels (default: serve.max_pixels from the environment) bounds
     each image and each batch given to the model."""
@@ -162,10 +191,13 @@ class VisionModel:
         if len(model_input) > limits.max_rows:
             raise RequestTooLarge(f"{len(model_input)} images in one request; at most "
                                   f"{limits.max_rows} (serve.max_rows)")
+        raw = (params or {}).get("min_score")
         try:
-            min_score = float((params or {}).get("min_score", DEFAULT_MIN_SCORE))
+            min_score = None if raw is None else float(raw)
         except (TypeError, ValueError) as err:
             raise DataError("params.min_score must be a number") from err
+        if min_score is not None and not 0 <= min_score <= 1:
+            raise DataError("params.min_score must be within 0..1")
         return predict_cells(self.predict_images, self.meta, list(model_input["image"]),
                              min_score, limits.max_pixels)
 
@@ -173,115 +205,3 @@ class VisionModel:
 def _load_pyfunc(data_path: str) -> VisionModel:
     """MLflow's entry point (`loader_module`): data_path is the logged checkpoint folder."""
     return VisionModel(Path(data_path))
-
-
-# --- batch prediction: a folder of images -> COCO predictions + overlays -------------
-
-PALETTE = ("red", "lime", "blue", "yellow", "magenta", "cyan", "orange", "purple", "white")
-BATCH = 32
-
-
-def scan_images(images_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Readable image files under images_dir (recursive, sorted) and (file, reason) for
-    every other file, which batch prediction reports and skips."""
-    images_dir = Path(images_dir)
-    if not images_dir.is_dir():
-        raise NotFound(f"{images_dir}: no such folder of images")
-    readable, skipped = [], []
-    for path in sorted(p for p in images_dir.rglob("*") if p.is_file()):
-        try:
-            readable_image(path.read_bytes(), decode=True)  # a batch can afford the decode
-            readable.append(path)
-        except ValueError as err:
-            skipped.append((str(path.relative_to(images_dir)), str(err)))
-    return readable, skipped
-
-
-def _coco_annotations(record: dict, image_id: int) -> list[dict]:
-    """COCO results (bbox xywh; segmentation as RLE) for one image's record."""
-    out, detections = [], record.get("detections", [])
-    xywh = geometry.xyxy_to_xywh([det["box"] for det in detections]).tolist()
-    for det, (x, y, w, h) in zip(detections, xywh, strict=True):
-        ann = {"image_id": image_id, "category_id": det["label"], "score": det["score"],
-               "bbox": [x, y, round(w, 2), round(h, 2)], "area": round(w * h, 2),
-               "iscrowd": 0}
-        out.append({**ann, "segmentation": det["mask"]} if "mask" in det else ann)
-    for seg in record.get("segments", []):
-        bbox = mask_utils.toBbox({**seg["mask"], "counts": seg["mask"]["counts"].encode()})
-        out.append({"image_id": image_id, "category_id": seg["label"], "segmentation": seg["mask"],
-                    "area": seg["pixels"], "bbox": [float(v) for v in bbox], "iscrowd": 0})
-    return out
-
-
-def overlay(path: Path, meta: models.CheckpointMeta, prediction: Any, min_score: float) -> Image.Image:
-    """The image with predicted masks and boxes (class name and score) drawn on it."""
-    import torch
-    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
-
-    with Image.open(path) as im:
-        image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
-    if meta.task == "segment":
-        labels = [int(k) for k in np.unique(prediction) if k != 0]
-        masks, boxes, captions = [prediction == k for k in labels], None, []
-    else:
-        keep = np.flatnonzero(prediction["scores"] >= min_score)
-        labels = [int(k) for k in prediction["labels"][keep]]
-        masks = list(prediction["masks"][keep]) if "masks" in prediction else []
-        boxes = torch.as_tensor(prediction["boxes"][keep], dtype=torch.float32)
-        captions = [f"{_class_name(meta, k)} {s:.2f}"
-                    for k, s in zip(labels, prediction["scores"][keep])]
-    colors = [PALETTE[(k - 1) % len(PALETTE)] for k in labels]
-    if len(masks):
-        image = draw_segmentation_masks(image, torch.from_numpy(np.stack(masks)), alpha=0.45,
-                                        colors=colors)
-    if boxes is not None and len(boxes):
-        image = draw_bounding_boxes(image, boxes, labels=captions, colors=colors, width=2)
-    return Image.fromarray(image.permute(1, 2, 0).numpy())
-
-
-def overlay_names(rels: list[str]) -> dict[str, str]:
-    """Image path (relative, posix) -> its overlay file: `sub/a.jpg` -> `sub__a.jpg.png`;
-    a name already taken (`sub__a.jpg` beside `sub/a.jpg`) gets '_' prefixes until unique."""
-    names, used = {}, set()
-    for rel in rels:
-        flat = rel.replace("/", "__")
-        name = flat if flat.endswith(".png") else f"{flat}.png"
-        while name.lower() in used:  # lower: case-insensitive file systems collide too
-            name = f"_{name}"
-        used.add(name.lower())
-        names[rel] = name
-    return names
-
-
-def predict_folder(checkpoint: Path, images_dir: Path, out_dir: Path, min_score: float,
-                   model: str) -> dict:
-    """Predict every readable image under images_dir: `predictions.json` (COCO: images,
-    categories and results as annotations), `overlays/*.png`, `skipped.csv`."""
-    images_dir, out_dir = Path(images_dir), Path(out_dir)
-    paths, skipped = scan_images(images_dir)
-    meta, predict = models.CheckpointMeta.read(Path(checkpoint)), predictor(Path(checkpoint))
-    (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
-    overlay_files = overlay_names([p.relative_to(images_dir).as_posix() for p in paths])
-    images, annotations = [], []
-    for start in range(0, len(paths), BATCH):
-        chunk = paths[start:start + BATCH]
-        for image_id, path, prediction in zip(range(start + 1, start + len(chunk) + 1), chunk,
-                                              predict(chunk)):
-            drawn = overlay(path, meta, prediction, min_score)
-            rel = path.relative_to(images_dir).as_posix()
-            drawn.save(out_dir / "overlays" / overlay_files[rel])
-            record = to_record(meta, prediction, drawn.size, min_score)
-            images.append({"id": image_id, "file_name": rel, "width": drawn.width,
-                           "height": drawn.height, "overlay": f"overlays/{overlay_files[rel]}"})
-            annotations += _coco_annotations(record, image_id)
-    for i, ann in enumerate(annotations, 1):
-        ann["id"] = i
-    names = meta.class_names
-    (out_dir / "predictions.json").write_text(json.dumps({
-        "info": {"model": model, "task": meta.task, "min_score": min_score},
-        "images": images, "categories": [{"id": k, "name": n} for k, n in enumerate(names, 1)],
-        "annotations": annotations}))
-    with open(out_dir / "skipped.csv", "w", newline="") as f:
-        csv.writer(f).writerows([("file", "reason"), *skipped])
-    return {"predicted": len(images), "detections": len(annotations), "skipped": skipped,
-            "out_dir": str(out_dir)}

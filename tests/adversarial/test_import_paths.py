@@ -28,7 +28,7 @@ from visiongate.datasets import rawcopy
 from visiongate.datasets.prepare import prepare, tree_md5
 from visiongate.datasets.validate import read_quarantine
 from visiongate.errors import ConfigError
-from visiongate.serving import overlay_names
+from visiongate.batch_predict import overlay_names
 from visiongate.versioning import _produces
 
 CFG = ValidationConfig(max_quarantine_share=0.9, clip_tolerance=0.02)

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from visiongate import serving
+from visiongate import batch_predict, serving
 from visiongate.models import CheckpointMeta
 
 DETECT = CheckpointMeta(family="fake", task="detect", class_names=("circle", "square"),
@@ -110,7 +110,7 @@ def test_predict_folder_writes_coco_predictions_overlays_and_skipped(tmp_path: P
     monkeypatch.setattr(serving, "predictor",
                         lambda ckpt: lambda paths: [_detections()] * len(paths))
 
-    result = serving.predict_folder(checkpoint, images, tmp_path / "out", 0.25, "fake/1")
+    result = batch_predict.predict_folder(checkpoint, images, tmp_path / "out", 0.25, "fake/1")
 
     assert result["predicted"] == 2 and result["detections"] == 2
     assert sorted(f for f, _ in result["skipped"]) == ["broken.png", "notes.txt"]
