@@ -2,6 +2,7 @@
 describe it.
 
     visiongate data import --format yolo path/to/src --name mydata [--split train=0.7,...]
+    visiongate data import --format folders path/to/imagefolder --name pets   # or csv
     visiongate data validate mydata
     visiongate data stats mydata [--out .cache/stats/mydata]
 """
@@ -25,13 +26,15 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # fullmatch; DVC stage names al
 PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"             # a path part: no `..`, no leading `-`
 RELATIVE = re.compile(rf"{PART}(/{PART})*")       # no shell metacharacter, no absolute path
 SPLIT_NAMES = ("train", "val", "test")
-FORMATS = ("coco", "yolo", "voc", "masks")
+# = visiongate.datasets.formats.FORMATS (not imported here: `--help` stays light; a test checks)
+FORMATS = ("coco", "yolo", "voc", "masks", "folders", "csv")
 
 
 def _prepare_code(root: Path) -> list[str]:
     """The stage's code deps: the importer modules, when the project holds the package."""
     folder = root / "visiongate" / "datasets"
-    files = [folder / f for f in ("prepare.py", "validate.py", "splits.py", "coco.py")]
+    files = [folder / f for f in ("prepare.py", "validate.py", "validate_labels.py", "splits.py",
+                                  "coco.py")]
     files += sorted((folder / "formats").glob("*.py"))
     return [p.relative_to(root).as_posix() for p in files if p.is_file()]
 
@@ -229,7 +232,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     val.set_defaults(func=_validate)
 
     stats = commands.add_parser("stats", help=(
-        "per split: images, objects per class, empty images, COCO size classes; two plots"))
+        "per split: images, objects per class, empty images, COCO size classes; two plots "
+        "(image-label datasets: images per class, one plot)"))
     stats.add_argument("name")
     stats.add_argument("--out", help="folder for the plots (default .cache/stats/NAME)")
     stats.set_defaults(func=_stats)

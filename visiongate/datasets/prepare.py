@@ -5,9 +5,10 @@
         [--params params.yaml]
 
 Writes <out>/{train,val,test}, <out>/quarantine.csv (one line per bad item: file, kind,
-detail, action) and <out>/info.json (format, classes, has_masks, counts). Fails with a
-clear message when nothing usable is left, a split ends up empty, or the quarantined
-share of images passes `validation.max_quarantine_share`. Never writes to the source.
+detail, action) and <out>/info.json (format, classes, has_masks, counts; `image_labels`:
+true for the image-label formats folders and csv). Fails with a clear message when
+nothing usable is left, a split ends up empty, or the quarantined share of images passes
+`validation.max_quarantine_share`. Never writes to the source.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ def format_summary(info: dict, out: Path) -> str:
     q = info["quarantine"]
     per_split = " ".join(f"{s}={n}" for s, n in info["images"].items())
     kinds = ", ".join(f"{k} {n}" for k, n in q["by_kind"].items()) or "none"
-    return (f"{out}: {per_split} images, {sum(info['objects'].values())} objects, "
+    labels = "image labels" if info.get("image_labels") else \
+        f"{sum(info['objects'].values())} objects"
+    return (f"{out}: {per_split} images, {labels}, "
             f"{len(info['classes'])} classes, masks: {'yes' if info['has_masks'] else 'no'}\n"
             f"quarantine: {q['quarantined']} image(s) left out ({q['share']:.1%}); "
             f"lines by kind: {kinds} -> {out / QUARANTINE}")

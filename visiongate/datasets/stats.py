@@ -1,6 +1,11 @@
 """Dataset statistics of a canonical dataset: per split images, objects per class, empty
 images and COCO size classes, plus two plots (class histogram, box sizes).
 
+Image-label datasets (`--format folders` / `csv`: `labels` on image entries, see
+visiongate/datasets/image_labels.py) also get, per split, images per class (`image_labels`;
+an image with several labels counts once per class) and the count of multi-label images;
+their histogram plot counts images, and there is no box-size plot.
+
 Size classes follow COCO: small area < 32², medium < 96², large otherwise, where area is
 the annotation's `area` (the mask's pixel count when there is a segmentation, else w × h).
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from visiongate.datasets.coco import SPLITS, load_split
+from visiongate.datasets.image_labels import has_image_labels, labels_of
 from visiongate.errors import NotFound
 
 SMALL, MEDIUM = 32 ** 2, 96 ** 2
@@ -35,20 +41,37 @@ def _split_stats(split) -> tuple[dict, list[list[float]]]:
             boxes.append([round(w, 1), round(h, 1)])
     summary = {"images": len(split.images), "objects": len(boxes), "empty_images": empty,
                "per_class": per_class, "sizes": sizes}
+    if has_image_labels(split):
+        summary.update(_label_stats(split, names))
     return summary, boxes
+
+
+def _label_stats(split, names: dict[int, str]) -> dict:
+    """{"image_labels": {name: images}, "multi_label_images": n} of an image-label split."""
+    per_class = {name: 0 for name in split.class_names}
+    several = 0
+    for image in split.images:
+        labels = labels_of(split, image, multi_label=True)
+        several += len(labels) > 1
+        for k in labels:
+            name = names.get(k, str(k))
+            per_class[name] = per_class.get(name, 0) + 1
+    return {"image_labels": per_class, "multi_label_images": several}
 
 
 def dataset_stats(prepared_root: Path) -> dict:
     """{"classes": [...], "splits": {split: {images, objects, empty_images, per_class: {name: n},
-    sizes: {small, medium, large}}}, "box_sizes": {split: [[w, h], ...]}} (JSON-friendly)."""
+    sizes: {small, medium, large}[, image_labels: {name: n}, multi_label_images]}},
+    "box_sizes": {split: [[w, h], ...]}, "image_labels": bool} (JSON-friendly)."""
     prepared_root = Path(prepared_root)
-    stats: dict = {"classes": [], "splits": {}, "box_sizes": {}}
+    stats: dict = {"classes": [], "splits": {}, "box_sizes": {}, "image_labels": False}
     for name in SPLITS:
         if not (prepared_root / name / "annotations.json").is_file():
             continue
         split = load_split(prepared_root / name)
         stats["classes"] = stats["classes"] or list(split.class_names)
         stats["splits"][name], stats["box_sizes"][name] = _split_stats(split)
+        stats["image_labels"] |= "image_labels" in stats["splits"][name]
     if not stats["splits"]:
         raise NotFound(f"no split with annotations.json under {prepared_root}")
     return stats
@@ -69,6 +92,13 @@ def flat_stats(stats: dict) -> dict[str, float]:
 def format_stats(stats: dict) -> str:
     lines = []
     for split, s in stats["splits"].items():
+        if "image_labels" in s:
+            lines.append(f"{split}: {s['images']} images, {s['multi_label_images']} with several "
+                         "labels")
+            present = {k: n for k, n in s["image_labels"].items() if n}
+            lines.append("  images per class: " + (", ".join(f"{k} {n}" for k, n in
+                                                            present.items()) or "none"))
+            continue
         lines.append(f"{split}: {s['images']} images, {s['objects']} objects, "
                      f"{s['empty_images']} empty images; small {s['sizes']['small']}, "
                      f"medium {s['sizes']['medium']}, large {s['sizes']['large']}")
@@ -79,7 +109,8 @@ def format_stats(stats: dict) -> str:
 
 
 def write_stat_plots(stats: dict, out_dir: Path) -> list[Path]:
-    """class_histogram.png and box_sizes.png under out_dir; returns their paths."""
+    """class_histogram.png and box_sizes.png under out_dir; returns their paths. Image-label
+    datasets: class_histogram.png only, counting images per class."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a window
@@ -91,17 +122,22 @@ def write_stat_plots(stats: dict, out_dir: Path) -> list[Path]:
     classes, splits = stats["classes"], list(stats["splits"])
     fig, ax = plt.subplots(figsize=(max(6.0, 0.25 * len(classes) * len(splits) + 2), 4))
     width = 0.8 / max(1, len(splits))
+    what = "images" if stats.get("image_labels") else "objects"
     for k, split in enumerate(splits):
-        counts = [stats["splits"][split]["per_class"].get(c, 0) for c in classes]
+        per_class = stats["splits"][split].get("image_labels" if what == "images" else
+                                               "per_class", {})
+        counts = [per_class.get(c, 0) for c in classes]
         ax.bar(np.arange(len(classes)) + k * width, counts, width, label=split)
     ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=90, fontsize=7)
-    ax.set_ylabel("objects")
-    ax.set_title("objects per class")
+    ax.set_ylabel(what)
+    ax.set_title(f"{what} per class")
     ax.legend()
     fig.tight_layout()
     histogram = out_dir / "class_histogram.png"
     fig.savefig(histogram, dpi=100)
     plt.close(fig)
+    if stats.get("image_labels"):
+        return [histogram]
 
     fig, ax = plt.subplots(figsize=(5, 5))
     for split in splits:

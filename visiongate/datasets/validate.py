@@ -21,6 +21,7 @@ from visiongate.datasets import safe_load
 from visiongate.datasets.coco import SPLITS, load_split
 from visiongate.datasets.formats import base, masks
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
+from visiongate.datasets.validate_labels import check_image_labels
 from visiongate.errors import DataError
 from visiongate.outcomes import QuarantineSummary
 
@@ -182,11 +183,14 @@ def _check_item(item: Item, source: Source, tolerance: float, issues: list[Issue
 
 
 def validate(source: Source, clip_tolerance: float) -> tuple[list[Item], list[Issue]]:
-    """(items kept, every issue: the reader's first); items are checked in place."""
+    """(items kept, every issue: the reader's first); items are checked in place. Image-label
+    sources (folders, csv) then lose duplicate copies and empty classes (validate_labels)."""
     issues = list(source.issues)
     bar = tqdm(source.items, desc="validate", unit="img", disable=(
         None if len(source.items) >= PROGRESS_FROM else True))
     kept = [item for item in bar if _check_item(item, source, clip_tolerance, issues)]
+    if any(item.labels is not None for item in source.items):  # folders, csv
+        kept = check_image_labels(source, kept, issues)
     return kept, issues
 
 

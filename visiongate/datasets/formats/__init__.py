@@ -2,6 +2,9 @@
 
     source = read_source("yolo", Path("coco128-seg"))
 
+Detection/segmentation: coco, yolo, voc, masks. Image-level labels (classification):
+folders (ImageFolder), csv (a labels CSV) — their items carry `labels`, no objects.
+
 Readers only parse, never follow a symbolic link and never open a path outside the
 source; `visiongate.datasets.validate` checks images and coordinates, and
 `visiongate.datasets.formats.canonical` writes the canonical layout.
@@ -11,11 +14,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from visiongate.datasets.formats import base, coco_json, masks, voc, yolo
+from visiongate.datasets.formats import base, coco_json, csv_labels, folders, masks, voc, yolo
 from visiongate.datasets.formats.base import Source
 from visiongate.errors import DataError, NotFound
 
-READERS = {"coco": coco_json.read, "yolo": yolo.read, "voc": voc.read, "masks": masks.read}
+READERS = {"coco": coco_json.read, "yolo": yolo.read, "voc": voc.read, "masks": masks.read,
+           "folders": folders.read, "csv": csv_labels.read}
 FORMATS = tuple(READERS)
 
 

@@ -41,11 +41,17 @@ MISSING_IMAGE = "missing_image"           # annotation without image: left out
 SYMLINK = "symlink"                       # symbolic link (file or folder): not followed
 OUTSIDE = "outside_source"                # annotation names a path outside the source
 SPECIAL_FILE = "special_file"             # FIFO, socket or device: never opened
+# Image-label sources (folders, csv; checked in visiongate/datasets/validate_labels.py):
+EMPTY_CLASS = "empty_class"               # a class with no usable image
+DUPLICATE_IMAGE = "duplicate_image"       # same bytes (or CSV row) again, same labels: first kept
+CONFLICTING_LABELS = "conflicting_labels" # same bytes with different labels: all copies out
+SPLIT_LEAK = "split_leak"                 # same bytes in two source splits: held-out copy kept
 
 # What happened to the item a quarantine line is about.
 IMAGE_LEFT_OUT = "image_left_out"
 OBJECT_LEFT_OUT = "object_left_out"
 FILE_LEFT_OUT = "file_left_out"
+CLASS_LEFT_OUT = "class_left_out"
 FIXED = "fixed"
 KEPT = "kept"
 
@@ -84,6 +90,7 @@ class Item:
     mask: Path | None = None                   # semantic label map (mask folders)
     size: tuple[int, int] | None = None        # (w, h), set by validation
     unlabelled: str = ""                       # why it has no label file (reported if kept)
+    labels: list[int] | None = None            # image-level category ids (folders, csv)
 
 
 @dataclass
@@ -94,6 +101,7 @@ class Source:
     items: list[Item]
     issues: list[Issue] = field(default_factory=list)
     mask_values: dict[int, int] | None = None  # mask folders: pixel value -> category id
+    fixed_classes: bool = False                # classes from a names file: none is dropped
 
     def rel(self, path: Path) -> str:
         return relpath(path, self.root)
@@ -113,6 +121,12 @@ def relpath(path: Path, root: Path) -> str:
 
 SPLIT_WORDS = {"train": "train", "training": "train", "val": "val", "valid": "val",
                "validation": "val", "test": "test", "testing": "test"}
+
+
+def held_out_first(split: str | None) -> int:
+    """Sort key of a split when one of several copies is kept: test, val, train, none —
+    held-out splits stay as the source defined them, the training copy goes."""
+    return {"test": 0, "val": 1, "train": 2}.get(split or "", 3)
 
 
 def split_of(path: Path, root: Path) -> str | None:

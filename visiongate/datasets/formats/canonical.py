@@ -2,6 +2,8 @@
 `<split>/images/*` (byte copies of the source images), `<split>/annotations.json` (COCO:
 boxes, plus polygons or RLE where the source has them) and, when every object has a
 segmentation (or the source is a mask folder), `<split>/masks/<stem>.png` label maps.
+Image-label sources (folders, csv) write `"labels": [category ids]` on each image entry
+and no annotations (visiongate/datasets/image_labels.py).
 
 Instances become a label map by painting them largest first, so where objects overlap
 the smaller one (usually the one in front) wins; crowd regions are painted too.
@@ -98,6 +100,8 @@ def _write_split(source: Source, items: list[Item], split_dir: Path, names: dict
         shutil.copyfile(item.image, split_dir / "images" / name)  # bytes as they are
         images.append({"id": image_id, "file_name": f"images/{name}",
                        "width": item.size[0], "height": item.size[1]})
+        if item.labels is not None:  # image-level labels (visiongate/datasets/image_labels.py)
+            images[-1]["labels"] = sorted(item.labels)
         anns, painted = _annotations(item, image_id, len(annotations) + 1)
         annotations.extend(anns)
         if with_masks:
@@ -117,6 +121,9 @@ def write_canonical(source: Source, splits: dict[str, list[Item]], out_dir: Path
                   for k, name in enumerate(source.classes, start=1)]
     objects = {split: _write_split(source, items, Path(out_dir) / split, names, with_masks,
                                    categories) for split, items in splits.items()}
-    return {"format": source.format, "classes": list(source.classes), "has_masks": with_masks,
+    info = {"format": source.format, "classes": list(source.classes), "has_masks": with_masks,
             "images": {split: len(items) for split, items in splits.items()},
             "objects": objects}
+    if any(item.labels is not None for item in everything):
+        info["image_labels"] = True  # a classification dataset: labels, no objects
+    return info
