@@ -101,10 +101,10 @@ def test_folders_with_splits_and_bad_items(tmp_path):
 def test_folders_without_splits_are_split_by_the_seeded_splitter(tmp_path):
     src = tmp_path / "src"
     for k in range(20):
-        png(src / ("a" if k % 2 else "b") / f"{k}.png", k)
+        png(src / ("a" if k % 2 else "test_tube") / f"{k}.png", k)
     info = prepare("folders", src, tmp_path / "out", cfg=CFG)
     assert info["images"] == {"train": 14, "val": 3, "test": 3}
-    assert info["classes"] == ["a", "b"]
+    assert info["classes"] == ["a", "test_tube"]          # a class, not a split folder
     assert not (tmp_path / "out" / "quarantine.csv").read_text().strip().count("\n")
     again = prepare("folders", src, tmp_path / "again", cfg=CFG)
     assert labelled(tmp_path / "out") == labelled(tmp_path / "again") and info == again

@@ -1,8 +1,8 @@
 """ImageFolder layout: one folder per class, the folder name is the class name.
 
     SRC/<class>/*.jpg                  split by the seeded splitter
-    SRC/<split>/<class>/*.jpg          split folders as `base.split_of` reads them
-                                       (train, training, val, valid, validation, test, ...)
+    SRC/<split>/<class>/*.jpg          split folders: names made of `base.SPLIT_WORDS`
+                                       (train, training, val2017, valid, validation, test)
 
 Classes are the class folder names, sorted, over all splits. Images in sub-folders of a
 class folder belong to that class. Each item gets `labels = [its class id]` (single-label).
@@ -14,6 +14,7 @@ Hidden folders and files are skipped; symbolic links are never followed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from visiongate.datasets import safe_load
@@ -41,10 +42,16 @@ def _loose_images(folder: Path, root: Path, where: str) -> list[Issue]:
                   base.FILE_LEFT_OUT) for image in _entries(folder)[1]]
 
 
+def split_name(name: str) -> str | None:
+    """The split a top folder names when every word of it is a split word (`train`,
+    `val2017`, `Validation`): a class folder such as `test_tube` stays a class."""
+    words = {base.SPLIT_WORDS.get(w) for w in re.findall(r"[a-z]+", name.lower())}
+    return words.pop() if len(words) == 1 and None not in words else None
+
+
 def _split_folders(root: Path) -> dict[Path, str] | None:
     """{top folder: split} when the top level holds split folders, else None."""
-    top = _subfolders(root)
-    splits = {folder: base.split_of(folder / "x", root) for folder in top}
+    splits = {folder: split_name(folder.name) for folder in _subfolders(root)}
     return {f: s for f, s in splits.items() if s} or None
 
 
