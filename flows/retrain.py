@@ -20,7 +20,9 @@ from tasks.registry import alias_version, checkout, log_model, promote, register
 from tasks.tracking import log_dataset, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
-from visiongate.config import DetectConfig, Params, SegmentConfig, check_deep, load_params
+from visiongate.config import (ClassifyConfig, DetectConfig, Params, SegmentConfig, check_deep,
+                               load_params)
+from visiongate.datasets.image_labels import image_labels_only
 from visiongate.datasets.prepare import has_masks
 from visiongate.datasets.safe_load import pixel_limit
 from visiongate.errors import DataError, ModelError, RetrainBusy  # noqa: F401 (re-exported)
@@ -86,13 +88,24 @@ def unchanged(uri: str, name: str, lineage: dict[str, str]) -> Outcome | None:
 def validate(project: Project, params: Params, tasks: list[str]) -> DatasetInfo:
     """The prepared dataset checked (quarantine summary) and described (counts, plots)."""
     data = project.prepared(params.dataset)
-    if "segment" in tasks and not has_masks(data):
-        raise DataError(f"dataset {params.dataset!r} has boxes only, no masks: a segmentation "
-                        "model cannot train on it (set segment.enabled: false, or import masks)")
+    check_task_data(params.dataset, data, tasks)
     quarantine = validate_data(str(project.root), params.dataset)
     stats_dir = project.stats(params.dataset)
     counts = describe_data(str(project.root), params.dataset, str(stats_dir))
     return DatasetInfo(quarantine, counts, str(stats_dir), str(data / "quarantine.csv"))
+
+
+def check_task_data(name: str, data, tasks: list[str]) -> None:
+    """DataError naming the section to disable when the dataset cannot train a task: boxes
+    without masks (segment), image labels without objects (detect, segment)."""
+    labels_only = image_labels_only(data)
+    if "segment" in tasks and not has_masks(data):
+        kind = "image labels" if labels_only else "boxes"
+        raise DataError(f"dataset {name!r} has {kind} only, no masks: a segmentation "
+                        "model cannot train on it (set segment.enabled: false, or import masks)")
+    if "detect" in tasks and labels_only:
+        raise DataError(f"dataset {name!r} has image labels only, no boxes: a detector "
+                        "cannot train on it (set detect.enabled: false, or import boxes)")
 
 
 @dataclass(frozen=True)
@@ -113,7 +126,7 @@ class Job:
         return registry_name(self.params.dataset, self.task)
 
     @property
-    def cfg(self) -> DetectConfig | SegmentConfig:
+    def cfg(self) -> DetectConfig | SegmentConfig | ClassifyConfig:
         return self.params.model_tasks()[self.task]
 
     def split(self, split: str) -> str:

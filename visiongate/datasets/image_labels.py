@@ -60,3 +60,17 @@ def single_label_images(split: Split) -> list[tuple[dict, int]]:
         if len(labels) == 1:
             out.append((image, labels[0]))
     return out
+
+
+def image_labels_only(prepared_root) -> bool:
+    """Whether a prepared dataset is an image-label one (labels on images, no objects): its
+    train split decides."""
+    from pathlib import Path
+
+    from visiongate.datasets.coco import load_split
+
+    split_dir = Path(prepared_root) / "train"
+    if not (split_dir / "annotations.json").is_file():
+        return False
+    split = load_split(split_dir)
+    return has_image_labels(split) and not any(split.annotations.values())
