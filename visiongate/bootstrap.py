@@ -16,6 +16,8 @@ Metrics (the names visiongate.evaluate reports; ``supported`` / ``is_supported``
 - "segment": ``miou``, ``dice``, ``pixel_acc``, ``iou/<class>`` from per-image pixel
   counts, as visiongate.semantic.semantic_metrics (classes absent from both prediction and
   ground truth of the resample are NaN and left out of the means).
+- "classify", "multilabel": visiongate.bootstrap_classify (records from
+  ``classification_records``), as visiongate.classify_metrics.
 
 Not supported: ``map_small``, ``map_medium``, ``map_large`` and the ``mar*`` recalls
 (the records hold area "all" at 100 detections only); asking for them raises ConfigError.
@@ -35,17 +37,17 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from visiongate import coco_ap, coco_records, diagnostics, semantic
+from visiongate import bootstrap_classify, coco_ap, coco_records, diagnostics, semantic
 from visiongate.bootstrap_records import KINDS, Records
 from visiongate.errors import ConfigError, DataError
 
 _BOX = {"map50": [0], "map75": [5], "map50_95": list(range(len(coco_records.IOU_THRS)))}
 _SCALARS = {"detect": {*_BOX, "precision", "recall"},
             "instance": {*_BOX, "precision", "recall", *(f"mask_{n}" for n in _BOX)},
-            "segment": {"miou", "dice", "pixel_acc"}}
+            "segment": {"miou", "dice", "pixel_acc"}, **bootstrap_classify.SCALARS}
 _PER_CLASS = {"detect": {"ap", "precision", "recall"},
               "instance": {"ap", "precision", "recall", "mask_ap"},
-              "segment": {"iou"}}
+              "segment": {"iou"}, **bootstrap_classify.PER_CLASS}
 
 
 def detection_records(gt: dict, image_ids: list[int], predictions: list[dict], task: str,
@@ -150,6 +152,8 @@ def metric_samples(records: Records, counts: np.ndarray,
         if "/" in name and name.split("/", 1)[1] not in classes:
             raise ConfigError(f"metric {name!r}: no class {name.split('/', 1)[1]!r} "
                               f"(classes: {list(classes)})")
+    if records.kind in bootstrap_classify.KINDS:
+        return bootstrap_classify.metric_samples(records, counts, names)
     if records.kind == "segment":
         return _semantic_samples(records.arrays, counts, names, classes)
     out = _operating_samples(records.arrays, counts, names, classes)

@@ -14,7 +14,7 @@ import numpy as np
 from visiongate import coco_records
 from visiongate.errors import DataError, NotFound
 
-KINDS = ("detect", "instance", "segment")
+KINDS = ("detect", "instance", "segment", "classify", "multilabel")
 MAX_RECORDS_BYTES = 1 << 30   # uncompressed size a records file may claim
 
 
@@ -27,7 +27,10 @@ class Records:
     detect/instance — ``box.*`` (and ``mask.*``) from coco_records.match_records,
     ``op.tp``/``op.pred``/``op.gt`` (N, K) per-image operating-point counts
     (diagnostics.per_image_counts); segment — ``px.tp``/``px.target``/
-    ``px.pred`` (N, C) per-image pixel counts (confusion diagonal, row and column sums).
+    ``px.pred`` (N, C) per-image pixel counts (confusion diagonal, row and column sums);
+    classify — ``cls.probs`` (N, K) probabilities and ``cls.target`` (N,) class indices;
+    multilabel — ``cls.probs``, ``cls.target`` (N, K) bool and ``cls.thresholds`` (K,)
+    (visiongate.bootstrap_classify).
     """
 
     kind: str
@@ -75,6 +78,8 @@ def _check(records: Records, path) -> None:
         if records.kind not in KINDS:
             raise ValueError(f"unknown kind {records.kind!r}")
         k = len(a["class_names"])
+        if records.kind in ("classify", "multilabel"):
+            return _check_classification(a, n, k, records.kind == "multilabel")
         prefixes = {"detect": ["box"], "instance": ["box", "mask"]}.get(records.kind, [])
         per_image = ["px.tp", "px.target", "px.pred"] if records.kind == "segment" else \
             ["op.tp", "op.pred", "op.gt"]
@@ -86,3 +91,23 @@ def _check(records: Records, path) -> None:
                                 if x.startswith(f"{p}.")}, n, k)
     except (KeyError, ValueError, TypeError) as err:
         raise DataError(f"{path}: bad bootstrap records ({err})") from None
+
+
+def _check_classification(a: dict[str, np.ndarray], n: int, k: int, multi_label: bool) -> None:
+    """ValueError unless probabilities, targets (and thresholds) fit n images, k classes."""
+    if a["class_names"].ndim != 1 or k < 1:
+        raise ValueError("class_names is not a list of classes")
+    probs, target = a["cls.probs"], a["cls.target"]
+    if probs.shape != (n, k) or probs.dtype.kind != "f" or not np.isfinite(probs).all() \
+            or (probs < 0).any() or (probs > 1).any():
+        raise ValueError(f"cls.probs is not an ({n}, {k}) array of probabilities")
+    if multi_label:
+        if target.shape != (n, k) or target.dtype.kind != "b":
+            raise ValueError(f"cls.target is not an ({n}, {k}) bool array")
+        t = a["cls.thresholds"]
+        if t.shape != (k,) or t.dtype.kind != "f" or not np.isfinite(t).all() \
+                or (t < 0).any() or (t > 1).any():
+            raise ValueError(f"cls.thresholds is not {k} thresholds within [0, 1]")
+    elif target.shape != (n,) or target.dtype.kind not in "iu" or (target < 0).any() \
+            or (target >= k).any():
+        raise ValueError(f"cls.target is not {n} class indices below {k}")

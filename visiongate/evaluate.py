@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from visiongate import bootstrap, diagnostics, metrics, models, plots, semantic
+from visiongate import bootstrap, diagnostics, evaluate_classify, metrics, models, plots, semantic
 from visiongate.datasets import safe_load
 from visiongate.datasets.coco import Split, load_split, read_semantic_mask
 from visiongate.errors import DataError
@@ -22,7 +22,8 @@ def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None,
     Detection (meta task "detect"): COCO box mAP (faster-coco-eval) plus precision and
     recall at the operating point (`score_threshold`). Instance segmentation ("instance"):
     the same plus mask metrics prefixed `mask_` (mask_map50, mask_ap/<class>, ...).
-    Semantic segmentation ("segment"): mIoU, Dice, pixel accuracy. With `plots_dir`, also
+    Semantic segmentation ("segment"): mIoU, Dice, pixel accuracy. Classification
+    ("classify", "multilabel"): visiongate.evaluate_classify. With `plots_dir`, also
     writes the report's PNGs there (PR curves, confusion matrix, worst images). With
     `records_path`, also saves the per-image records of the same predictions there
     (visiongate.bootstrap: what the gate resamples for its intervals).
@@ -34,6 +35,9 @@ def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None,
         raise DataError(f"{checkpoint} was trained on classes {model_classes}, "
                         f"but {split_dir} has {list(split.class_names)}: they cannot be compared")
     safe_load.check_images(split.image_path(im) for im in split.images)  # headers, pixel limit
+    if meta.task in ("classify", "multilabel"):
+        return evaluate_classify.evaluate_classification(checkpoint, split, meta, plots_dir,
+                                                         records_path)
     predictions = models.predict(checkpoint, [split.image_path(im) for im in split.images])
     threshold = meta.config.get("score_threshold", 0.25)
     image_ids = [im["id"] for im in split.images]
