@@ -7,6 +7,7 @@ promote) — or "nothing changed" when data, params and code equal a registered 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 
 import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
@@ -29,6 +30,7 @@ from visiongate.errors import DataError, ModelError, RetrainBusy  # noqa: F401 (
 from visiongate.vocab import HEADLINE_METRICS
 from visiongate.gate_stats import RecordFiles
 from visiongate.gates import GateResult
+from visiongate.models.meta import CheckpointMeta
 from visiongate.lineage import IDENTITY, flatten, lineage_tags, params_hash
 from visiongate.outcomes import DatasetInfo, Outcome
 from visiongate.paths import Project, registry_name
@@ -218,6 +220,11 @@ def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str 
     records = str(job.project.records(run_id) / "champion.npz")
     try:
         path = checkout(job.uri, job.name, version, str(job.project.champions))
+        task = CheckpointMeta.read(Path(path)).task
+        if task != job.cfg.task:  # e.g. multi_label switched on: their metrics differ
+            raise ModelError(f"the champion is a {task} model and the candidate a "
+                             f"{job.cfg.task} one: compare them by hand, then `visiongate "
+                             f"promote {job.name} VERSION`")
         return version, evaluate_model(path, job.split("test"), None, records), None
     except ModelError as err:
         get_run_logger().warning("%s champion v%s cannot be re-scored: %s", job.name, version, err)

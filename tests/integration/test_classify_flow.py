@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import TINY_PARAMS, make_project  # tests/integration/conftest.py
 from mlflow.tracking import MlflowClient
 
@@ -150,6 +151,19 @@ def test_multilabel_csv_dataset_to_a_champion_with_thresholds(tmp_path, prefect_
     kept = {x["class_name"]: x["score"] for x in answer["labels"]}
     for name, score in kept.items():
         assert score >= meta.thresholds[meta.class_names.index(name)]
+
+    # switching to single-label: the multi-label champion's metrics are not comparable,
+    # so the gate refuses automatic promotion and says why; the champion stays
+    params = load_params(root / "params.yaml").model_dump(mode="json")
+    params["classify"]["multi_label"] = False
+    params["classify"]["gate"] = {"floors": {"accuracy": 0.0}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(["retrain", "--dataset", "shapes-csv", "--root", str(root)]) == 3
+    _, still = _registered(root, "shapes-csv-classify")
+    assert still.version == champion.version
+    refused = client.get_model_version_by_alias("shapes-csv-classify", "challenger")
+    assert "multilabel model and the candidate a classify one" in _report(client,
+                                                                          refused.run_id)
 
 
 def _pyfunc(root: Path, model_uri: str):
