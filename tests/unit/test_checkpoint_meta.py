@@ -63,7 +63,7 @@ def test_symlinked_weights_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("changes,match", [
-    ({"task": "classify"}, "task must be one of"),
+    ({"task": "classification"}, "task must be one of"),
     ({"class_names": "square"}, "class_names must be a list of strings"),
     ({"imgsz": 64}, r"unknown fields \['imgsz'\]"),
     ({"family": None}, r"missing fields \['family'\]"),
@@ -114,7 +114,7 @@ class _Family:
 def test_load_errors_are_a_model_error_and_predict_errors_propagate(tmp_path, monkeypatch):
     _write(tmp_path, task="segment")
     family = _Family(load_error=RuntimeError("PytorchStreamReader failed reading zip archive"))
-    monkeypatch.setattr(models, "_family_module", lambda name: family)
+    monkeypatch.setattr(models, "_family_module", lambda name, task=None: family)
     with pytest.raises(ModelError, match=r"best.pt: the checkpoint cannot be loaded.*zip archive"):
         models.load(tmp_path)
     family.load_error, family.predict_error = None, RuntimeError("a bug in a kernel")

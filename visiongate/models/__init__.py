@@ -13,15 +13,22 @@ another format version is refused (ModelError): retrain. Predictions are plain n
   "labels": (N,) int category ids (1..K, as in the COCO JSON)};
 - semantic segmentation: one (H,W) uint8 label map per image (0 = background,
   k = category id k);
-- instance segmentation: detection dicts plus "masks" (N,H,W) bool at the image's size.
+- instance segmentation: detection dicts plus "masks" (N,H,W) bool at the image's size;
+- classification (meta task "classify") and multi-label classification ("multilabel"): one
+  float32 (K,) array per image, the class probabilities, index k-1 <-> category id k
+  (class_names order): softmax for "classify", independent sigmoids for "multilabel". A
+  multilabel checkpoint also stores per-class decision thresholds in meta.json
+  (`thresholds`), chosen on the val split right after training (`train` below).
 
 Families (params.yaml `family:`): detect — yolo, rtdetr (ultralytics), fasterrcnn,
 retinanet, ssdlite (torchvision); segment — unet, fcn, deeplabv3 (semantic, meta task
-"segment"), yolo, maskrcnn (instance, meta task "instance").
+"segment"), yolo, maskrcnn (instance, meta task "instance"); classify — yolo (ultralytics,
+single-label), resnet18, mobilenet_v3_small, efficientnet_b0 (torchvision).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pickle
 import shutil
@@ -44,19 +51,52 @@ _MODULES = {"yolo": "yolo", "rtdetr": "yolo", "unet": "unet",
             "fasterrcnn": "torchvision_detect", "retinanet": "torchvision_detect",
             "ssdlite": "torchvision_detect", "maskrcnn": "torchvision_detect",
             "fcn": "torchvision_segment", "deeplabv3": "torchvision_segment"}
+# classification families have their own modules: classify's "yolo" is not detect's
+_CLASSIFY_MODULES = {"yolo": "yolo_classify", "resnet18": "classify",
+                     "mobilenet_v3_small": "classify", "efficientnet_b0": "classify"}
+CLASSIFY_TASKS = ("classify", "multilabel")
 
 
-def _family_module(family: str):
-    if family not in _MODULES:
-        raise ModelError(f"unknown model family {family!r}; choose from {sorted(_MODULES)}")
-    return importlib.import_module(f"visiongate.models.{_MODULES[family]}")
+def _family_module(family: str, task: str | None = None):
+    """The module implementing a family for a task (meta task or config `.task`)."""
+    modules = _CLASSIFY_MODULES if task in CLASSIFY_TASKS else _MODULES
+    if family not in modules:
+        raise ModelError(f"unknown model family {family!r}"
+                         f"{' for ' + task if task else ''}; choose from {sorted(modules)}")
+    return importlib.import_module(f"visiongate.models.{modules[family]}")
 
 
 def train(cfg: Any, data_root: Path, out_dir: Path, on_epoch: OnEpoch | None = None) -> Path:
     """Train the family named in `cfg.family` on the canonical dataset at `data_root`.
 
-    A second call with the same out_dir after a crash resumes from its last checkpoint."""
-    return _family_module(cfg.family).train(cfg, Path(data_root), Path(out_dir), on_epoch or (lambda e, m: None))
+    A second call with the same out_dir after a crash resumes from its last checkpoint.
+    A multilabel model then gets its per-class thresholds (see `_store_thresholds`)."""
+    checkpoint = _family_module(cfg.family, cfg.task).train(
+        cfg, Path(data_root), Path(out_dir), on_epoch or (lambda e, m: None))
+    if cfg.task == "multilabel":
+        _store_thresholds(Path(checkpoint), Path(data_root) / "val", cfg.target_precision)
+    return checkpoint
+
+
+def _store_thresholds(checkpoint: Path, val_dir: Path, target_precision: float | None) -> None:
+    """Predict the val split and store one threshold per class in meta.json, as
+    `visiongate.classify_metrics.choose_thresholds` picks them: the best F1, or the lowest
+    threshold reaching `target_precision`."""
+    import numpy as np
+
+    from visiongate.classify_metrics import choose_thresholds
+    from visiongate.datasets.coco import load_split
+    from visiongate.datasets.image_labels import split_targets
+
+    split, meta = load_split(val_dir), CheckpointMeta.read(checkpoint)
+    ids = sorted(c["id"] for c in split.categories)
+    targets = np.zeros((len(split.images), len(ids)), bool)
+    for row, labels in enumerate(split_targets(split, multi_label=True)):
+        targets[row, [ids.index(c) for c in labels]] = True
+    paths = [split.image_path(image) for image in split.images]
+    probs = np.stack(load(checkpoint)(paths)) if paths else np.zeros((0, len(ids)), np.float32)
+    thresholds = choose_thresholds(probs, targets, target_precision)
+    dataclasses.replace(meta, thresholds=tuple(float(t) for t in thresholds)).write(checkpoint)
 
 
 def load(checkpoint: Path) -> Callable[[list[Path]], list]:
@@ -69,7 +109,7 @@ def load(checkpoint: Path) -> Callable[[list[Path]], list]:
     an error while predicting is not the checkpoint's fault and propagates unchanged."""
     checkpoint = Path(checkpoint)
     meta = CheckpointMeta.read(checkpoint)
-    module = _family_module(meta.family)
+    module = _family_module(meta.family, meta.task)
     with _clear_load_errors(meta.weights_path(checkpoint)):
         raw = module.load(checkpoint)
     cfg = meta.config

@@ -9,6 +9,9 @@
   add value 0 for unlabelled pixels (`visiongate.semantic.label_names`).
 - `weights`: a bare file name inside the checkpoint folder.
 - `config`: the params.yaml section the model was trained with (imgsz, conf, ...).
+- `thresholds` (task "multilabel" only, else absent/None): one decision threshold per class
+  in class_names order, chosen on the val split after training; class k is predicted when
+  its probability >= thresholds[k-1]. Files written before this field existed read as None.
 
 Version rule: a file without `format_version` is version 1 (visiongate before this file
 existed, when semantic families put "background" in class_names). Only FORMAT_VERSION is
@@ -19,6 +22,7 @@ version supported): retrain the model. Importable without torch.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -27,7 +31,8 @@ from visiongate.errors import ModelError, NotFound
 
 FORMAT_VERSION = 2
 META_FILE = "meta.json"
-TASKS = ("detect", "segment", "instance")
+TASKS = ("detect", "segment", "instance", "classify", "multilabel")
+OPTIONAL = {"config", "thresholds"}  # may be absent from a meta.json
 
 
 @dataclass(frozen=True)
@@ -38,12 +43,15 @@ class CheckpointMeta:
     weights: str
     config: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    thresholds: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         problem = _problem(vars(self))
         if problem:
             raise ModelError(f"checkpoint description: {problem}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.thresholds is not None:
+            object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
 
     @property
     def imgsz(self) -> int | None:
@@ -58,7 +66,12 @@ class CheckpointMeta:
         return path
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "class_names": list(self.class_names)}
+        data = {**asdict(self), "class_names": list(self.class_names)}
+        if self.thresholds is None:  # the file stays as it was before thresholds existed
+            del data["thresholds"]
+        else:
+            data["thresholds"] = list(self.thresholds)
+        return data
 
     def write(self, checkpoint_dir: Path) -> Path:
         """Write <checkpoint_dir>/meta.json (the folder is created if needed)."""
@@ -82,7 +95,7 @@ class CheckpointMeta:
             raise ModelError(f"{path}: expected a JSON object, got {type(data).__name__}")
         _check_version(path, data.get("format_version", 1))
         names = {f.name for f in fields(cls)}
-        unknown, missing = sorted(set(data) - names), sorted(names - set(data) - {"config"})
+        unknown, missing = sorted(set(data) - names), sorted(names - set(data) - OPTIONAL)
         if unknown or missing:
             raise ModelError(f"{path}: unknown fields {unknown}, missing fields {missing}")
         problem = _problem(data)
@@ -111,9 +124,24 @@ def _problem(meta: dict[str, Any]) -> str | None:
         return f"class_names must be a list of strings, got {names!r}"
     if not isinstance(meta.get("config", {}), dict):
         return f"config must be a mapping, got {type(meta['config']).__name__}"
+    problem = _thresholds_problem(task, len(names), meta.get("thresholds"))
+    if problem:
+        return problem
     if not _bare_file_name(meta["weights"]):
         return (f"weights must be a file name inside the checkpoint folder (no folder, '..' "
                 f"or absolute path), got {meta['weights']!r}")
+    return None
+
+
+def _thresholds_problem(task: str, k: int, thresholds: Any) -> str | None:
+    if thresholds is None:
+        return None
+    if task != "multilabel":
+        return f"thresholds are for task 'multilabel' only, not {task!r}"
+    if not isinstance(thresholds, (list, tuple)) or len(thresholds) != k or not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+            and 0 <= t <= 1 for t in thresholds):
+        return f"thresholds must be {k} numbers in [0, 1] (one per class), got {thresholds!r}"
     return None
 
 

@@ -34,7 +34,7 @@ from visiongate.models import OnEpoch
 
 # Keys that may change between a run and its resume without changing what was learned.
 NOT_LEARNED = {"epochs", "device", "enabled", "gate", "conf", "nms_iou", "class_agnostic_nms",
-               "score_threshold"}
+               "score_threshold", "min_score", "target_precision"}
 
 
 @dataclass
@@ -92,6 +92,17 @@ def load_local_weights(model: nn.Module, path: str | None, section: str,
     must have that sha256."""
     if not path:
         return
+    state = read_local_state(path, section, pinned)
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ModelError(f"{section}.weights: {path} shares no tensor with this model")
+    model.load_state_dict(usable, strict=False)
+    print(f"{section}: loaded {len(usable)}/{len(own)} tensors from {path}")
+
+
+def read_local_state(path: str, section: str, pinned: str | None = None) -> dict:
+    """The state dict in a local `<section>.weights` file (see load_local_weights)."""
     if not Path(path).is_file():
         raise NotFound(f"{section}.weights: no local file {path} (nothing is downloaded)")
     data = Path(path).read_bytes()  # hashed and loaded: the same bytes
@@ -107,12 +118,7 @@ def load_local_weights(model: nn.Module, path: str | None, section: str,
     state = state.get("state_dict", state) if isinstance(state, dict) else None
     if not isinstance(state, dict):
         raise ConfigError(f"{section}.weights: {path} holds no state dict")
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ModelError(f"{section}.weights: {path} shares no tensor with this model")
-    model.load_state_dict(usable, strict=False)
-    print(f"{section}: loaded {len(usable)}/{len(own)} tensors from {path}")
+    return state
 
 
 def _resume(path: Path, config: dict, name: str, model, opt, sched, scaler) -> tuple[int, float]:

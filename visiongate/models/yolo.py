@@ -171,6 +171,17 @@ def _resumed(last: Path, cfg, ultralytics, task: str):
             ultralytics.YOLO(str(last), task=task)
 
 
+def train_args(cfg, data: str, out_dir: Path, device: str) -> dict:
+    """The arguments of ultralytics' train() for a fresh run (every ultralytics family)."""
+    # nbs = batch: one optimizer step per batch. Ultralytics' default accumulates to 64
+    # images, i.e. 4 steps per epoch on a 256-image set: from scratch that learns ~3x slower.
+    return {"data": data, "epochs": cfg.epochs, "imgsz": cfg.imgsz, "batch": cfg.batch,
+            "nbs": cfg.batch, "optimizer": "AdamW", "lr0": cfg.lr, "seed": cfg.seed,
+            "deterministic": True, "device": device, "amp": device not in ("cpu", "mps"),
+            "project": str(out_dir), "name": "ultralytics", "exist_ok": True, "plots": False,
+            "workers": 0, "verbose": False, "pretrained": False}
+
+
 def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     """Train (or resume an unfinished run in out_dir); YOLO, RT-DETR or YOLO-seg."""
     ultralytics = _ultralytics()
@@ -186,13 +197,7 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     (out_dir / "config.json").write_text(json.dumps(config, sort_keys=True))
     model.add_callback("on_fit_epoch_end", _epoch_callback(on_epoch))
     device = ultralytics_device(cfg.device)
-    # nbs = batch: one optimizer step per batch. Ultralytics' default accumulates to 64
-    # images, i.e. 4 steps per epoch on a 256-image set: from scratch that learns ~3x slower.
-    args = dict(data=str(data_yaml), epochs=cfg.epochs, imgsz=cfg.imgsz, batch=cfg.batch,
-                nbs=cfg.batch, optimizer="AdamW", lr0=cfg.lr, seed=cfg.seed, deterministic=True,
-                device=device, amp=device not in ("cpu", "mps"), project=str(out_dir),
-                name="ultralytics", exist_ok=True, plots=False, workers=0, verbose=False,
-                pretrained=False)
+    args = train_args(cfg, str(data_yaml), out_dir, device)
     if cfg.augment:
         args["augmentations"] = build_transforms(cfg.augment)
     if last:
