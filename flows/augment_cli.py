@@ -1,5 +1,5 @@
-"""`visiongate augment preview`: a grid PNG of augmented training samples, boxes and masks
-drawn, to check params.yaml's `augment:` list before training on it."""
+"""`visiongate augment preview`: a grid PNG of augmented training samples, boxes, masks or
+class names drawn, to check params.yaml's `augment:` list before training on it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _preview(args: argparse.Namespace) -> int:
     root = Path(args.root).resolve()
     params = load_params(root / args.params, deep=True)  # builds the augment lists
     dataset = args.dataset or params.dataset
-    cfg = params.detect if args.task == "detect" else params.segment
+    cfg = getattr(params, args.task)
     split_dir = Project(root).split(dataset, args.split)
     if not (split_dir / "annotations.json").is_file():
         raise NotFound(f"no {args.split} split at {split_dir} (run `visiongate retrain` "
@@ -34,7 +34,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     preview = actions.add_parser("preview", help=(
         "write a grid PNG of augmented samples with their boxes / masks drawn"))
     preview.add_argument("--dataset", help="dataset under data/prepared (default: params.yaml's)")
-    preview.add_argument("--task", choices=("detect", "segment"), default="detect",
+    preview.add_argument("--task", choices=("detect", "segment", "classify"), default="detect",
                          help="whose augment list and family to preview (default: detect)")
     preview.add_argument("-n", type=int, default=16, help="number of samples (default: 16)")
     preview.add_argument("--split", default="train", choices=("train", "val", "test"))

@@ -20,7 +20,7 @@ from typing import Any
 import albumentations as A
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from torchvision.ops import masks_to_boxes
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks, make_grid
 
@@ -96,6 +96,8 @@ def apply(compose: A.Compose, task: str, image: np.ndarray, boxes: np.ndarray | 
     if task == "segment":
         out = compose(image=image, mask=mask)
         return {"image": out["image"], "mask": out["mask"]}
+    if task in ("classify", "multilabel"):  # image-level labels are unchanged by transforms
+        return {"image": compose(image=image)["image"], "labels": labels}
     if task == "detect":
         out = compose(image=image, bboxes=np.asarray(boxes, np.float32).reshape(-1, 4),
                       labels=np.asarray(labels, np.int64))
@@ -115,6 +117,12 @@ def apply(compose: A.Compose, task: str, image: np.ndarray, boxes: np.ndarray | 
 
 def _draw(sample: dict[str, Any], task: str, class_names: list[str], tile: int) -> torch.Tensor:
     image = torch.from_numpy(np.array(sample["image"])).permute(2, 0, 1)  # a writable copy
+    if task in ("classify", "multilabel"):
+        padded = ImageOps.pad(Image.fromarray(np.array(sample["image"])), (tile, tile))
+        caption = ", ".join(class_names[int(k) - 1] for k in sample["labels"]) or "(no label)"
+        ImageDraw.Draw(padded).text((3, 3), caption, fill="yellow", stroke_width=1,
+                                    stroke_fill="black")
+        return torch.from_numpy(np.array(padded)).permute(2, 0, 1)
     if task == "segment":
         mask = torch.from_numpy(np.array(sample["mask"])).long()
         layers = torch.stack([mask == k for k in range(1, len(class_names) + 1)])
@@ -131,8 +139,9 @@ def _draw(sample: dict[str, Any], task: str, class_names: list[str], tile: int) 
 def preview_grid(cfg, split_dir: Path, out_png: Path, n: int = 16, tile: int = 192) -> Path:
     """A grid PNG of `n` augmented samples of a split, boxes and masks drawn on them.
 
-    `cfg` is a DetectConfig or SegmentConfig: its `augment` list, seed and task decide
-    what is drawn (boxes; label-map overlay; instance masks + boxes)."""
+    `cfg` is a DetectConfig, SegmentConfig or ClassifyConfig: its `augment` list, seed and
+    task decide what is drawn (boxes; label-map overlay; instance masks + boxes; the
+    image's class names)."""
     from visiongate.models.samples import load_samples
 
     task = cfg.task

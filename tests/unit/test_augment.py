@@ -12,7 +12,8 @@ from PIL import Image
 
 from flows.cli import main
 from visiongate import augment
-from visiongate.config import DetectConfig, Params, SegmentConfig, SynthConfig, check_deep
+from visiongate.config import (ClassifyConfig, DetectConfig, Params, SegmentConfig, SynthConfig,
+                               check_deep)
 from visiongate.datasets.synth import generate
 from visiongate.errors import ConfigError
 from visiongate.models.samples import load_samples
@@ -101,7 +102,7 @@ def test_same_seed_same_augmentation(project):
     assert all(np.array_equal(a, b) for a, b in zip(*runs))
 
 
-@pytest.mark.parametrize("task", ["detect", "segment"])
+@pytest.mark.parametrize("task", ["detect", "segment", "classify"])
 def test_preview_cli_writes_a_grid(project, task, tmp_path):
     out = tmp_path / f"{task}.png"
     assert main(["augment", "preview", "--root", str(project), "--task", task, "-n", "4",
@@ -115,6 +116,16 @@ def test_preview_of_instance_family_draws_masks(project, tmp_path):
     cfg = SegmentConfig(family="maskrcnn", augment=SPATIAL)
     out = augment.preview_grid(cfg, project / "data/prepared/shapes/train", tmp_path / "g.png", n=3)
     assert Image.open(out).size == (2 * 192 + 3 * 4,) * 2
+
+
+def test_classification_samples_keep_their_image_labels(project):
+    cfg = ClassifyConfig(multi_label=True, augment=SPATIAL)
+    compose = augment.pipeline(cfg.augment, cfg.task, cfg.seed)
+    samples, _ = load_samples(project / "data/prepared/shapes/train", "multilabel", limit=4)
+    for sample in samples:
+        out = augment.apply(compose, "multilabel", **sample)
+        assert out["image"].shape == sample["image"].shape
+        assert np.array_equal(out["labels"], sample["labels"]) and len(out["labels"]) >= 1
 
 
 def test_preview_cli_bad_transform_fails_clearly(project, tmp_path, capsys):

@@ -44,10 +44,16 @@ def ann_mask(ann: dict, height: int, width: int) -> np.ndarray:
 
 def load_sample(split: Split, image: dict, task: str, ids: list[int]) -> dict[str, Any]:
     """One sample: image (H,W,3 uint8) plus, per task, boxes ((N,4) xyxy float32) and labels
-    ((N,) int64, 1..K) — "detect"; those and masks ((N,H,W) uint8) — "instance"; or a
-    (H,W) uint8 label map — "segment"."""
+    ((N,) int64, 1..K) — "detect"; those and masks ((N,H,W) uint8) — "instance"; a
+    (H,W) uint8 label map — "segment"; the image's labels (category ids) — "classify",
+    "multilabel"."""
     pixels = read_rgb(split.image_path(image))
     height, width = pixels.shape[:2]
+    if task in ("classify", "multilabel"):  # image-level labels: category ids 1..K
+        from visiongate.datasets.image_labels import labels_of
+
+        return {"image": pixels,
+                "labels": np.array(labels_of(split, image, task == "multilabel"), np.int64)}
     if task == "segment":
         return {"image": pixels, "mask": read_semantic_mask(split, image)}
     anns = _object_anns(split, image)
