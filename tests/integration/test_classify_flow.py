@@ -14,6 +14,7 @@ import pytest
 import yaml
 from conftest import TINY_PARAMS, make_project  # tests/integration/conftest.py
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from flows.cli import main
 from visiongate import models, registry, serving
@@ -107,6 +108,19 @@ def test_imagefolder_dataset_to_a_served_champion(tmp_path, prefect_harness):
         assert abs(sum(x["score"] for x in answer["top_k"]) - 1) < 1e-3
         assert answer["labels"] in ([], answer["top_k"][:1])   # top-1, or rejected
 
+    # switching to multi-label: the single-label champion's metrics are not comparable,
+    # so the gate refuses automatic promotion and says why; the champion stays
+    params = load_params(root / "params.yaml").model_dump(mode="json")
+    params["classify"]["multi_label"] = True
+    params["classify"]["gate"] = {"floors": {"map": 0.0}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(["retrain", "--dataset", "shapes-folders", "--root", str(root)]) == 3
+    _, still = _registered(root, "shapes-folders-classify")
+    assert still.version == second.version
+    refused = client.get_model_version_by_alias("shapes-folders-classify", "challenger")
+    assert "classify model and the candidate a multilabel one" in _report(client,
+                                                                          refused.run_id)
+
     out = tmp_path / "predicted"
     images_dir = test_images[0].parent
     assert main(["predict", "--model", "models:/shapes-folders-classify@champion",
@@ -124,7 +138,9 @@ def test_multilabel_csv_dataset_to_a_champion_with_thresholds(tmp_path, prefect_
     for split, path, names in items:
         shutil.copy(path, src / "images" / f"{split}-{path.name}")
         rows.append((f"images/{split}-{path.name}", ";".join(sorted(names)), split))
-    rows += [("images/train-000000.png", "hexagon", "train"),       # unknown class
+    Image.new("RGB", (48, 48), (200, 30, 30)).save(src / "images" / "extra.png")
+    (src / "classes.txt").write_text("circle\nsquare\ntriangle\n")  # the class list
+    rows += [("images/extra.png", "hexagon", "train"),              # unknown class
              ("../outside.png", "circle", "train")]                 # outside the source
     (tmp_path / "outside.png").write_bytes(items[0][1].read_bytes())
     with open(src / "labels.csv", "w", newline="") as f:
@@ -151,19 +167,6 @@ def test_multilabel_csv_dataset_to_a_champion_with_thresholds(tmp_path, prefect_
     kept = {x["class_name"]: x["score"] for x in answer["labels"]}
     for name, score in kept.items():
         assert score >= meta.thresholds[meta.class_names.index(name)]
-
-    # switching to single-label: the multi-label champion's metrics are not comparable,
-    # so the gate refuses automatic promotion and says why; the champion stays
-    params = load_params(root / "params.yaml").model_dump(mode="json")
-    params["classify"]["multi_label"] = False
-    params["classify"]["gate"] = {"floors": {"accuracy": 0.0}}
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    assert main(["retrain", "--dataset", "shapes-csv", "--root", str(root)]) == 3
-    _, still = _registered(root, "shapes-csv-classify")
-    assert still.version == champion.version
-    refused = client.get_model_version_by_alias("shapes-csv-classify", "challenger")
-    assert "multilabel model and the candidate a classify one" in _report(client,
-                                                                          refused.run_id)
 
 
 def _pyfunc(root: Path, model_uri: str):

@@ -209,9 +209,10 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     if val_names != class_names:
         raise DataError(f"{data_root / 'val'}: categories {val_names} differ from train's "
                         f"{class_names}")
-    if not len(train_x):
-        raise DataError(f"{data_root / 'train'}: no image to train a {cfg.task} model on "
-                        "(single-label needs images with exactly one label)")
+    if len(train_x) < 2:  # BatchNorm cannot train on one image
+        raise DataError(f"{data_root / 'train'}: {len(train_x)} image(s) to train a "
+                        f"{cfg.task} model on, at least 2 needed (single-label trains on "
+                        "images with exactly one label)")
     transform, gen = augment.pipeline(cfg.augment, "classify", cfg.seed), torch.Generator()
     gen.manual_seed(cfg.seed)
     # BatchNorm cannot train on a batch of one 1x1 feature map: never leave a last batch of one
