@@ -1,6 +1,6 @@
 """Does the gate refuse what it should, and only that? False refusals and power, measured.
 
-    .venv/bin/python benchmarks/bench_gate.py [--candidates 5] [--tasks detect segment] [--write]
+    .venv/bin/python benchmarks/bench_gate.py [--candidates 5] [--tasks detect segment classify] [--write]
 
 On the demo dataset (params.yaml `synth`) with the demo settings (params.yaml `detect` /
 `segment`), per task: a champion (seed 0) and `--candidates` equivalent candidates (same
@@ -28,6 +28,9 @@ from visiongate.datasets.synth import generate  # noqa: E402
 from visiongate.evaluate import evaluate, evaluate_corrupted  # noqa: E402
 from visiongate.gate_stats import RecordFiles, load_gate_samples  # noqa: E402
 from visiongate.gates import evaluate_gate  # noqa: E402
+from visiongate.datasets.coco import load_split  # noqa: E402
+from visiongate.outcomes import QuarantineSummary  # noqa: E402
+from visiongate.paths import SPLITS  # noqa: E402
 
 SECTION = "## Gate: false refusals and power"
 REPO = Path(__file__).resolve().parents[1]
@@ -44,20 +47,24 @@ def score(cfg, checkpoint: Path, data: Path, folder: Path, champion: bool) -> tu
     return metrics, robust
 
 
-def judge(cfg, candidate: tuple, champion_metrics: dict, folder: Path, champion_folder: Path):
+def judge(cfg, candidate: tuple, champion_metrics: dict, folder: Path, champion_folder: Path,
+          images: int):
     corruptions = list(cfg.gate.robustness.corruptions) if cfg.gate.robustness else []
     files = RecordFiles(str(folder / "candidate.npz"), str(champion_folder / "candidate.npz"),
                         {c: str(folder / "corrupted" / f"{c}.npz") for c in corruptions})
     samples = load_gate_samples(files, cfg.gate, candidate[0])
+    clean = QuarantineSummary(images, 0, 0.0, {})  # generated data: nothing quarantined
     return evaluate_gate(candidate[0], champion_metrics, cfg.gate, candidate[1] or None,
-                         None, samples)
+                         clean, samples)
 
 
 def run_task(task: str, data: Path, work: Path, k: int, epochs: int | None) -> list[dict]:
     base = getattr(load_params(REPO / "params.yaml", deep=True), task)
     base = base.model_copy(update={"epochs": epochs}) if epochs else base
-    key = {"detect": "map50", "segment": "miou"}.get(base.task, "mask_map50")
+    key = {"detect": "map50", "segment": "miou", "classify": "accuracy",
+           "multilabel": "map"}.get(base.task, "mask_map50")
     rows, champion = [], None
+    n_images = sum(len(load_split(data / split).images) for split in SPLITS)
     plan = [("champion", 0, base.epochs)] + [("equivalent", s, base.epochs) for s in range(1, k + 1)] \
         + [("worse", s, max(1, base.epochs // 4)) for s in range(1, k + 1)]
     for kind, seed, epochs in plan:
@@ -69,7 +76,7 @@ def run_task(task: str, data: Path, work: Path, k: int, epochs: int | None) -> l
         if kind == "champion":
             champion = (scored[0], folder)
             continue
-        result = judge(cfg, scored, champion[0], folder, champion[1])
+        result = judge(cfg, scored, champion[0], folder, champion[1], n_images)
         failed = [c for c in result.checks if not c.passed]
         rows.append({"task": task, "kind": kind, "seed": seed, "epochs": epochs,
                      "metric": key, "value": scored[0][key], "champion": champion[0][key],
