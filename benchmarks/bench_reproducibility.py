@@ -3,8 +3,9 @@ config, data and seed; the weights are compared tensor by tensor and the test me
 
     .venv/bin/python benchmarks/bench_reproducibility.py [--images 64] [--epochs 3] [--write]
 
-Families: YOLOv8n (ultralytics, with and without `cache: ram`, and with one thread),
-U-Net, Faster R-CNN (torchvision). `--write` updates its section of BENCHMARKS.md.
+Cases: params.yaml's detect (YOLOv8n) and segment (U-Net) sections — the demo's settings,
+`--epochs` replacing theirs —, YOLOv8n with and without `cache: ram` and with workers 0,
+U-Net and Faster R-CNN (torchvision) at their defaults. `--write` updates its section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import machine, update_section  # noqa: E402
 from visiongate import models  # noqa: E402
-from visiongate.config import DetectConfig, SegmentConfig, SynthConfig  # noqa: E402
+from visiongate.config import DetectConfig, SegmentConfig, SynthConfig, load_params  # noqa: E402
 from visiongate.datasets.synth import generate  # noqa: E402
 from visiongate.evaluate import evaluate  # noqa: E402
 
@@ -48,7 +49,15 @@ def _compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[bo
     return same, diff
 
 
+def _demo(section: str, epochs: int):
+    """params.yaml's section (the demo's settings: augmentation, lr, ...) for `epochs`."""
+    cfg = getattr(load_params(Path(__file__).resolve().parents[1] / "params.yaml"), section)
+    return cfg.model_copy(update={"epochs": epochs})
+
+
 CASES = {
+    "yolo (params.yaml detect)": lambda e: _demo("detect", e),
+    "unet (params.yaml segment)": lambda e: _demo("segment", e),
     "yolo (demo: cache ram)": lambda e: DetectConfig(epochs=e, ultralytics_args={"cache": "ram"}),
     "yolo (no cache)": lambda e: DetectConfig(epochs=e, ultralytics_args={}),
     "yolo (workers 0)": lambda e: DetectConfig(epochs=e, ultralytics_args={"workers": 0}),
@@ -58,7 +67,7 @@ CASES = {
 
 
 def run_case(name: str, data: Path, work: Path, epochs: int) -> dict:
-    metric_key = "miou" if name == "unet" else "map50"
+    metric_key = "miou" if name.startswith("unet") else "map50"
     runs = []
     for i in range(2):
         cfg = CASES[name](epochs)
