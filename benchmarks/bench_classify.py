@@ -24,18 +24,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.bench_retrain import CLI, cli_env, run_measured  # noqa: E402
+from benchmarks.bench_retrain import CLI, cli_env, make_project, run_measured  # noqa: E402
 from benchmarks.report import machine, update_section  # noqa: E402
 
 SECTION = "## Classification on real photos (COCO128 crops)"
@@ -106,20 +103,13 @@ def raw(folder: Path, out: Path, epochs: int) -> None:
 
 
 def flow_project(root: Path, epochs: int) -> Path:
-    from visiongate.stack import free_port
+    """A fresh project with only `classify` on: yolo, the raw run's settings."""
+    def classify_only(params: dict) -> None:
+        params["detect"]["enabled"] = False
+        params["classify"] = {"enabled": True, "family": "yolo", "epochs": epochs,
+                              "augment": [], **SETTINGS, "gate": {"floors": {"accuracy": 0.0}}}
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["detect"]["enabled"] = params["segment"]["enabled"] = False
-    params["classify"] = {"enabled": True, "family": "yolo", "epochs": epochs, "augment": [],
-                          **SETTINGS, "gate": {"floors": {"accuracy": 0.0}}}
-    params["stack"] = {n: {"host": "127.0.0.1", "port": free_port()} for n in ("prefect", "mlflow")}
-    root.mkdir(parents=True)
-    (root / "dvc.yaml").write_bytes((REPO / "dvc.yaml").read_bytes())
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "visiongate").symlink_to(REPO / "visiongate", target_is_directory=True)
-    for cmd in (["init", "--no-scm", "-q"], ["config", "core.analytics", "false"]):
-        subprocess.run([sys.executable, "-m", "dvc", *cmd], cwd=root, check=True)
-    return root
+    return make_project(root, epochs, segment=False, edit=classify_only)
 
 
 def flow_accuracy(project: Path) -> float:

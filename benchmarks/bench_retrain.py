@@ -102,9 +102,10 @@ def cli_env(prefect_home: Path) -> dict:
             "DO_NOT_TRACK": "1", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
-def make_project(root: Path, epochs: int | None, segment: bool) -> Path:
+def make_project(root: Path, epochs: int | None, segment: bool, edit=None) -> Path:
     """A fresh project as tests/integration/conftest.py builds one, with the repo's params
-    (segment on or off, epochs overridden) and the local stack on free ports."""
+    (segment on or off, epochs overridden, then `edit(params)`) and the local stack on free
+    ports."""
     from visiongate.stack import free_port
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -113,6 +114,8 @@ def make_project(root: Path, epochs: int | None, segment: bool) -> Path:
         params[task]["epochs"] = epochs or params[task]["epochs"]
     params["stack"] = {name: {"host": "127.0.0.1", "port": free_port()}
                        for name in ("prefect", "mlflow")}
+    if edit is not None:
+        edit(params)
     root.mkdir(parents=True)
     (root / "dvc.yaml").write_bytes((REPO / "dvc.yaml").read_bytes())
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
