@@ -63,7 +63,12 @@ def _evaluate_model(args: argparse.Namespace) -> int:
     checkpoint = registry.checkout(uri, version, Project(root).champions)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON
         md5s = versioning.reproduce(root, dataset)
-    metrics = evaluate(checkpoint, Project(root).split(dataset, args.split))
+    from visiongate.datasets.crops import model_data
+    from visiongate.models.meta import CheckpointMeta
+
+    project, view = Project(root), CheckpointMeta.read(checkpoint).config.get("view", "image")
+    data = model_data(project.prepared(dataset), project.views, view)  # the view it trained on
+    metrics = evaluate(checkpoint, data / args.split)
     print(json.dumps({"model": f"{version.name}/{version.version}", "dataset": dataset,
                       "split": args.split, "data_md5": md5s[args.split],
                       "metrics": _json_metrics(metrics)}, indent=2))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
 from prefect import flow, get_run_logger
 
-from tasks.data import describe_data, validate_data, verify_data, version_data
+from tasks.data import describe_data, model_data, validate_data, verify_data, version_data
 from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.gate import gate
 from tasks.registry import alias_version, checkout, log_model, promote, register, \
@@ -71,7 +71,9 @@ def retrain_all(project: Project, params: Params, force: bool = False) -> list[O
             data = validate(project, params, todo)
             experiment_id = tracking.ensure_experiment(uri, project.root, params.mlflow)
             for task in todo:
-                job = Job(project, params, task, md5s, lineages[task], data, uri, experiment_id)
+                root = model_data(str(project.root), params.dataset, view_of(params, task))
+                job = Job(project, params, task, md5s, lineages[task], data, uri, experiment_id,
+                          root)
                 outcomes[task] = retrain_one(job)
     print(summary(list(outcomes.values()), uri))
     return list(outcomes.values())
@@ -95,6 +97,11 @@ def validate(project: Project, params: Params, tasks: list[str]) -> DatasetInfo:
     stats_dir = project.stats(params.dataset)
     counts = describe_data(str(project.root), params.dataset, str(stats_dir))
     return DatasetInfo(quarantine, counts, str(stats_dir), str(data / "quarantine.csv"))
+
+
+def view_of(params: Params, task: str) -> str:
+    """The data view a model task reads (`classify.view`; the others: the images)."""
+    return getattr(params.model_tasks()[task], "view", "image")
 
 
 def check_task_data(name: str, data, tasks: list[str]) -> None:
@@ -122,6 +129,7 @@ class Job:
     data: DatasetInfo
     uri: str
     experiment_id: str
+    data_root: str  # the prepared dataset, or the view of it this task reads (model_data)
 
     @property
     def name(self) -> str:
@@ -132,7 +140,7 @@ class Job:
         return self.params.model_tasks()[self.task]
 
     def split(self, split: str) -> str:
-        return str(self.project.split(self.params.dataset, split))
+        return str(Path(self.data_root) / split)
 
 
 @dataclass(frozen=True)
@@ -189,8 +197,7 @@ def train_candidate(job: Job, run_id: str) -> str:
                                      f"{job.md5s['train'][:8]}-{lineage['code_hash'][:8]}")
     plots_dir = job.project.plots(run_id)
     augment_preview(job.cfg, job.split("train"), str(plots_dir / "augment_preview.png"))
-    return train_model(job.cfg, str(job.project.prepared(job.params.dataset)), str(work_dir),
-                       job.uri, run_id)
+    return train_model(job.cfg, job.data_root, str(work_dir), job.uri, run_id)
 
 
 def score(job: Job, checkpoint: str, run_id: str) -> Scores:
@@ -203,7 +210,7 @@ def score(job: Job, checkpoint: str, run_id: str) -> Scores:
                                  list(robust_cfg.corruptions) if robust_cfg else [])
     metrics = evaluate_model(checkpoint, test, plots_dir, records.candidate)
     if robust_cfg:
-        cache = job.project.robustness(job.params.dataset, job.md5s["test"])
+        cache = job.project.robustness(Path(job.data_root).name, job.md5s["test"])
         robustness = evaluate_robustness(checkpoint, test, str(cache), robust_cfg.corruptions,
                                          records.corrupted_dir)
         plot_robustness(metrics, robustness, robust_cfg, plots_dir)
@@ -220,11 +227,14 @@ def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str 
     records = str(job.project.records(run_id) / "champion.npz")
     try:
         path = checkout(job.uri, job.name, version, str(job.project.champions))
-        task = CheckpointMeta.read(Path(path)).task
-        if task != job.cfg.task:  # e.g. multi_label switched on: their metrics differ
-            raise ModelError(f"the champion is a {task} model and the candidate a "
-                             f"{job.cfg.task} one: compare them by hand, then `visiongate "
-                             f"promote {job.name} VERSION`")
+        meta = CheckpointMeta.read(Path(path))
+        kind = meta.task, meta.config.get("view", "image")
+        if kind != (job.cfg.task, view_of(job.params, job.task)):  # e.g. multi_label switched
+            raise ModelError(f"the champion is a {kind[0]} model on the {kind[1]} view and "
+                             f"the candidate a {job.cfg.task} one on the "
+                             f"{view_of(job.params, job.task)} view: their scores differ in "
+                             f"kind; compare them by hand, then `visiongate promote "
+                             f"{job.name} VERSION`")
         return version, evaluate_model(path, job.split("test"), None, records), None
     except ModelError as err:
         get_run_logger().warning("%s champion v%s cannot be re-scored: %s", job.name, version, err)

@@ -22,7 +22,7 @@ from prefect.schedules import Cron, Interval
 
 from flows.predict import predict
 from flows.retrain import retrain
-from tasks.data import verify_data, version_data
+from tasks.data import model_data, verify_data, version_data
 from tasks.evaluate import evaluate_model
 from tasks.gate import floor_check, publish_metrics_table
 from tasks.registry import champion_checkpoint, versions_on_data
@@ -30,6 +30,7 @@ from tasks.tracking import log_evaluation
 from visiongate import tracking
 from visiongate.config import load_params
 from visiongate.errors import RetrainBusy
+from visiongate.models.meta import CheckpointMeta
 from visiongate.outcomes import ChampionCheck
 from visiongate.paths import Project, registry_name
 
@@ -46,7 +47,6 @@ def evaluate_champions(root: str = ".", params_file: str = "params.yaml") -> lis
     verify_data(str(project.root), params.dataset, md5s)
     uri = tracking.tracking_uri(project.root, params.mlflow)
     experiment_id = tracking.ensure_experiment(uri, project.root, params.mlflow)
-    test_split = str(project.split(params.dataset, "test"))
     logger, results, below = get_run_logger(), [], []
     for task_name, cfg in params.model_tasks().items():
         name = registry_name(params.dataset, task_name)
@@ -54,7 +54,9 @@ def evaluate_champions(root: str = ".", params_file: str = "params.yaml") -> lis
         if champion is None:
             logger.info("%s: no champion yet, nothing to evaluate", name)
             continue
-        metrics = evaluate_model(champion[1], test_split)
+        view = CheckpointMeta.read(Path(champion[1])).config.get("view", "image")
+        data = model_data(str(project.root), params.dataset, view)  # the view it trained on
+        metrics = evaluate_model(champion[1], str(Path(data) / "test"))
         verdict = floor_check(metrics, cfg.gate)
         publish_metrics_table(f"champion-{name}", metrics, None, f"{name} v{champion[0]} on test "
                               f"split {md5s['test'][:8]}")

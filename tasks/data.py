@@ -3,7 +3,7 @@ from pathlib import Path
 from prefect import task
 
 from visiongate import versioning
-from visiongate.datasets import stats
+from visiongate.datasets import crops, stats
 from visiongate.datasets.validate import check_prepared
 from visiongate.outcomes import QuarantineSummary
 from visiongate.paths import Project
@@ -36,3 +36,11 @@ def describe_data(root: str, dataset: str, out_dir: str) -> dict[str, float]:
     described = stats.dataset_stats(Project.at(root).prepared(dataset))
     stats.write_stat_plots(described, Path(out_dir))
     return stats.flat_stats(described)
+
+
+@task
+def model_data(root: str, dataset: str, view: str = "image") -> str:
+    """The folder whose splits a model task trains and is scored on: the prepared dataset,
+    or a view derived from it (object crops), written once under .cache/views/."""
+    project = Project.at(root)
+    return str(crops.model_data(project.prepared(dataset), project.views, view))

@@ -168,6 +168,9 @@ class ClassifyConfig(_ModelConfig):
     enabled: bool = False
     family: Literal["yolo", "resnet18", "mobilenet_v3_small", "efficientnet_b0"] = "resnet18"
     multi_label: bool = False
+    # image: each image is one item (its labels, or derived from its objects); crops: each
+    # object of a detection/segmentation dataset is one item (visiongate.datasets.crops)
+    view: Literal["image", "crops"] = "image"
     epochs: int = Field(20, ge=1)
     imgsz: int = Field(64, ge=32)
     batch: int = Field(32, ge=1)
@@ -207,5 +210,8 @@ class ClassifyConfig(_ModelConfig):
             raise ConfigError("classify.family 'yolo' (ultralytics) is single-label only; "
                               "for multi_label choose resnet18, mobilenet_v3_small or "
                               "efficientnet_b0")
+        if self.multi_label and self.view == "crops":
+            raise ConfigError("classify.view 'crops' gives one object per item: single-label "
+                              "only (multi_label: false, or view: image)")
         check_model_section("classify", self)
         return self

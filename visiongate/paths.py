@@ -62,6 +62,11 @@ class Project:
         return self.cache / "robustness" / f"{dataset}-{test_md5}"
 
     @property
+    def views(self) -> Path:
+        """Derived views of prepared datasets (e.g. object crops for a classifier)."""
+        return self.cache / "views"
+
+    @property
     def champions(self) -> Path:
         return self.cache / "champions"
 
