@@ -203,3 +203,42 @@ def test_a_detector_on_an_image_label_dataset_is_a_clear_error(tmp_path, prefect
     assert "image labels only, no boxes" in err and "detect.enabled: false" in err
     assert err.strip().splitlines()[-1].startswith("visiongate: error: dataset 'labels-only'")
     assert json.loads((root / "data/prepared/labels-only/info.json").read_text())["image_labels"]
+
+
+def test_a_classifier_on_the_objects_of_a_detection_dataset(tmp_path, prefect_harness,
+                                                            monkeypatch, capsys):
+    """The demo's classifier: `classify.view: crops` on the synthetic shapes. It is scored
+    on the crops of the pinned test images (the CLI and the champion check agree), the
+    prepared dataset is only read, and a switch of view is never auto-promoted."""
+    params = _params("resnet18", False)
+    params["classify"]["view"] = "crops"
+    root = make_project(tmp_path / "project", params)
+    assert main(["retrain", "--root", str(root)]) == 0
+    prepared = root / "data/prepared/shapes"
+    before = tree_md5(prepared)
+
+    client, champion = _registered(root, "shapes-classify")
+    metrics = client.get_run(champion.run_id).data.metrics
+    test = load_split(prepared / "test")
+    objects = sum(len(anns) for anns in test.annotations.values())
+    assert len(test.images) < metrics["test/images_scored"] <= objects   # one item per object
+    capsys.readouterr()
+    assert main(["evaluate", "--model", "models:/shapes-classify@champion", "--root",
+                 str(root)]) == 0
+    scored = json.loads(capsys.readouterr().out)["metrics"]
+    assert scored["accuracy"] == pytest.approx(metrics["test/accuracy"])
+    assert scored["images_scored"] == metrics["test/images_scored"]
+
+    model = _pyfunc(root, "models:/shapes-classify@champion", monkeypatch)
+    crop = next((root / ".cache/views").glob("shapes-crops-*/test/images/*.png"))
+    answer = model.predict(pd.DataFrame({"image": [serving.encode_image(crop)]}))[0]
+    assert {x["class_name"] for x in answer["top_k"]} == {"circle", "square", "triangle"}
+
+    params["classify"]["view"] = "image"              # whole images: not comparable scores
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert main(["retrain", "--root", str(root)]) == 3
+    _, still = _registered(root, "shapes-classify")
+    assert still.version == champion.version
+    refused = client.get_model_version_by_alias("shapes-classify", "challenger")
+    assert "on the crops view" in _report(client, refused.run_id)
+    assert tree_md5(prepared) == before

@@ -12,8 +12,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_repo_params_validate():
     params = load_params(REPO / "params.yaml")
-    assert list(params.model_tasks()) == ["detect", "segment"]
+    assert list(params.model_tasks()) == ["detect", "segment", "classify"]
     assert params.detect.family == "yolo" and params.segment.family == "unet"
+    assert (params.classify.family, params.classify.view) == ("resnet18", "crops")
 
 
 def test_unknown_key_is_an_error_naming_it(tmp_path):
