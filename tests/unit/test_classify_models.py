@@ -5,8 +5,6 @@ local (backbone-only) weights, and the checkpoint description's thresholds rules
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -32,18 +30,6 @@ def data_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
     generate(SynthConfig(seed=5, image_size=32, splits={"train": 8, "val": 4}), root)
     return root
-
-
-@pytest.fixture(autouse=True)
-def _choose_thresholds(monkeypatch):
-    """classify_metrics is written alongside; a stand-in with its signature until it exists."""
-    try:
-        import visiongate.classify_metrics  # noqa: F401
-    except ImportError:
-        stand_in = types.ModuleType("visiongate.classify_metrics")
-        stand_in.choose_thresholds = lambda probs, targets, target_precision=None: \
-            np.full(np.asarray(probs).shape[1], 0.5)
-        monkeypatch.setitem(sys.modules, "visiongate.classify_metrics", stand_in)
 
 
 def tiny(**overrides) -> ClassifyConfig:
