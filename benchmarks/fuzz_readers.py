@@ -103,7 +103,8 @@ def fuzz(target: str, work: Path, seconds: float | None = None,
 
     while True:
         left = None if max_examples is None else max_examples - sum(outcomes.values())
-        if (seconds is not None and time.perf_counter() - started > seconds) or left == 0:
+        if (seconds is not None and time.perf_counter() - started > seconds) or \
+                (left is not None and left <= 0):  # shrinking a finding runs extra inputs
             break
         size = BATCH if left is None else min(BATCH, left)
         test = settings(max_examples=size, deadline=None, database=None, print_blob=False,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from visiongate import geometry, models, serving
+from visiongate import geometry, models, serving, upright
 from visiongate.cells import readable_image
 from visiongate.errors import NotFound
 from visiongate.serving import CLASSIFY_TASKS, _class_name, to_record
@@ -130,9 +131,14 @@ def predict_folder(checkpoint: Path, images_dir: Path, out_dir: Path, min_score:
     images, annotations, rows = [], [], []
     for start in range(0, len(paths), BATCH):
         chunk = paths[start:start + BATCH]
-        for image_id, path, prediction in zip(range(start + 1, start + len(chunk) + 1), chunk,
-                                              predict(chunk)):
-            drawn = overlay(path, meta, prediction, min_score)
+        with tempfile.TemporaryDirectory(prefix="visiongate-predict-") as tmp:
+            # an EXIF-rotated photo, 16-bit, CMYK ...: the upright 8-bit pixels it trained on
+            shown = [upright.displayed_file(p, Path(tmp) / str(i)) for i, p in enumerate(chunk)]
+            predictions = predict(shown)
+            drawings = [overlay(p, meta, pr, min_score)
+                        for p, pr in zip(shown, predictions, strict=True)]
+        for image_id, path, prediction, drawn in zip(range(start + 1, start + len(chunk) + 1),
+                                                     chunk, predictions, drawings, strict=True):
             rel = path.relative_to(images_dir).as_posix()
             drawn.save(out_dir / "overlays" / overlay_files[rel])
             record = to_record(meta, prediction, drawn.size, min_score)

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from visiongate import serve_limits
+from visiongate import serve_limits, upright
 from visiongate.errors import DataError
 
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
@@ -90,16 +90,25 @@ def stage(cell: Any, stem: Path, max_pixels: int | None) -> tuple[Path, Size]:
     """The cell's image as a file beside `stem` (its suffix added), and its size."""
     data = decode_cell(cell)
     suffix, size = readable_image(data, max_pixels=max_pixels)
-    path = stem.with_suffix(suffix or ".png")
-    if suffix:
+    try:
+        with _open(data) as im:
+            plain = suffix and not upright.needs_rewrite(im)
+    except Exception as err:  # it opened in readable_image: only a very odd file gets here
+        raise RowRefused("unreadable", "not a readable image (cannot be opened)") from err
+    if plain:
+        path = stem.with_suffix(suffix)
         path.write_bytes(data)
         return path, size
-    try:  # a format the model readers may not know: hand them a PNG
+    # a format the model readers may not know, an EXIF-rotated photo, 16-bit, CMYK ...:
+    # hand them an upright 8-bit PNG, as the prepared training images are (upright.py)
+    path = stem.with_suffix(".png")
+    try:
         with _open(data) as im:
-            im.convert("RGB").save(path)
+            image = upright.upright(im)
+            image.save(path)
     except Exception as err:
         raise RowRefused("unreadable", "not a readable image (cannot be decoded)") from err
-    return path, size
+    return path, image.size
 
 
 def batches(staged: dict[int, tuple[Path, Size]], max_pixels: int) -> list[list[int]]:

@@ -22,6 +22,7 @@ from visiongate.datasets.coco import SPLITS, load_split
 from visiongate.datasets.formats import base, masks
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
 from visiongate.datasets.validate_labels import check_image_labels
+from visiongate import upright
 from visiongate.errors import DataError
 from visiongate.outcomes import QuarantineSummary
 
@@ -38,11 +39,12 @@ def inspect_image(path: Path, decode: bool = True,
         if path.stat().st_size == 0:
             return None, base.ZERO_BYTE, "empty file"
         with safe_load.pixel_guard(""), base.pillow_open(path) as image:
-            size = image.size
-            safe_load.check_pixels(size, "", max_pixels)
+            safe_load.check_pixels(image.size, "", max_pixels)
+            width, height = image.size
+            size = upright.displayed_size(image)  # labels refer to the displayed image
             if decode:
                 if image.format == "JPEG":  # 1/8-scale decoding still reads every byte
-                    image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+                    image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
                 image.load()
     except UnidentifiedImageError:
         return None, base.NOT_IMAGE, f"not an image file ({path.suffix} extension)"
@@ -154,6 +156,9 @@ def _check_item(item: Item, source: Source, tolerance: float, issues: list[Issue
     if not kind and item.declared_size and tuple(item.declared_size) != size:
         (w, h) = item.declared_size
         kind, detail = base.SIZE_MISMATCH, f"annotations say {w}x{h}, image is {size[0]}x{size[1]}"
+        if (w, h) == size[::-1]:
+            detail += (" as displayed (EXIF orientation): labels must refer to the displayed "
+                       "photo, as labelling tools show it")
     if not kind and item.mask is not None:
         item.objects, problem = _semantic_objects(item, source, size)
         kind, detail = problem or ("", "")

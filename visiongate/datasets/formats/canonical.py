@@ -1,5 +1,6 @@
 """Write validated items in the canonical layout (see visiongate/datasets/coco.py):
-`<split>/images/*` (byte copies of the source images), `<split>/annotations.json` (COCO:
+`<split>/images/*` (byte copies of the source images; an EXIF-rotated or 16-bit, CMYK,
+palette, alpha image as an upright 8-bit PNG: visiongate/upright.py), `<split>/annotations.json` (COCO:
 boxes, plus polygons or RLE where the source has them) and, when every object has a
 segmentation (or the source is a mask folder), `<split>/masks/<stem>.png` label maps.
 Image-label sources (folders, csv) write `"labels": [category ids]` on each image entry
@@ -21,9 +22,9 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
-from visiongate import geometry
+from visiongate import geometry, upright
 from visiongate.datasets.formats import masks
-from visiongate.datasets.formats.base import Item, Source
+from visiongate.datasets.formats.base import Item, Source, pillow_open
 
 PROGRESS_FROM = 200
 
@@ -96,8 +97,9 @@ def _write_split(source: Source, items: list[Item], split_dir: Path, names: dict
     bar = tqdm(items, desc=f"write {split_dir.name}", unit="img",
                disable=None if len(items) >= PROGRESS_FROM else True)
     for image_id, item in enumerate(bar, start=1):
-        name = names[item.key]
-        shutil.copyfile(item.image, split_dir / "images" / name)  # bytes as they are
+        # bytes as they are, or an upright 8-bit PNG (EXIF-rotated, 16-bit, CMYK ...)
+        name = upright.write_upright(item.image, split_dir / "images" / names[item.key],
+                                     pillow_open).name
         images.append({"id": image_id, "file_name": f"images/{name}",
                        "width": item.size[0], "height": item.size[1]})
         if item.labels is not None:  # image-level labels (visiongate/datasets/image_labels.py)
