@@ -45,6 +45,9 @@ class ValidationConfig(Frozen):
     # An image (or mask) with more pixels than this, by its header, is quarantined (too_large)
     # before decoding: 40 MP decodes to 120 MB RGB and ~0.5 GB as float32 copies.
     max_pixels: int = Field(40_000_000, ge=1)
+    # A box (after clipping) under this many pixels wide or high is a labelling slip, not an
+    # object (a VOC point, xmin == xmax, is 1 px wide): quarantined as tiny_box. 0: off.
+    min_box_px: float = Field(2.0, ge=0)
 
 
 class MlflowConfig(Frozen):

@@ -13,7 +13,7 @@ from PIL import Image
 from visiongate.config import ValidationConfig
 from visiongate.datasets.coco import SPLITS, load_split
 from visiongate.datasets.prepare import prepare, tree_md5
-from visiongate.datasets.validate import check_prepared, read_quarantine
+from visiongate.datasets.validate import check_object, check_prepared, read_quarantine
 from visiongate.outcomes import QuarantineSummary
 
 CFG = ValidationConfig(max_quarantine_share=0.2, clip_tolerance=0.02)
@@ -232,3 +232,20 @@ def test_check_prepared_on_a_generated_dataset_has_no_quarantine(tmp_path):
     generate(SynthConfig(image_size=32, splits={"train": 2, "val": 1, "test": 1}), tmp_path)
     assert check_prepared(tmp_path) == QuarantineSummary(images=4, quarantined=0, share=0.0,
                                                          by_kind={})
+
+
+def test_a_point_annotation_is_a_tiny_box_not_an_object(tmp_path):
+    """VOC's inclusive pixels turn xmin == xmax into a 1 px wide box: a labelling slip."""
+    from visiongate.datasets.formats.base import Obj
+
+    size = (100, 80)
+    point, _ = check_object(Obj(1, [10, 10, 1, 1]), size, 0.02, min_box=2)
+    thin, found = check_object(Obj(1, [10, 10, 1.5, 30]), size, 0.02, min_box=2)
+    kept, none = check_object(Obj(1, [10, 10, 2, 2]), size, 0.02, min_box=2)
+    assert point is None and thin is None and found[0][0] == "tiny_box"
+    assert "under validation.min_box_px 2" in found[0][1]
+    assert kept is not None and none == []
+    assert check_object(Obj(1, [10, 10, 1, 1]), size, 0.02, min_box=0)[0] is not None
+    # clipped first: a box mostly outside the image leaves a sliver
+    sliver, found = check_object(Obj(1, [99, 10, 3, 30]), size, 0.05, min_box=2)
+    assert sliver is None and [k for k, *_ in found] == ["clipped", "tiny_box"]

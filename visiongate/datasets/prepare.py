@@ -48,7 +48,7 @@ def _prepare(fmt: str, src: Path, ratios: dict[str, float] | None, seed: int,
              cfg: ValidationConfig, out: Path) -> dict:
     source = read_source(fmt, Path(src))
     source.issues[:0] = rawcopy.skipped(Path(src))  # what the import's copy left out
-    kept, issues = validate(source, cfg.clip_tolerance)
+    kept, issues = validate(source, cfg.clip_tolerance, cfg.min_box_px)
     write_quarantine(issues, out / QUARANTINE)  # first: a failed import still explains itself
     summary = summarize(issues, len(kept))
     report = out / QUARANTINE

@@ -90,8 +90,10 @@ def _clip(obj: Obj, box: list[float], width: int, height: int, tolerance: float)
     return clipped, base.CLIPPED if over > CLIP_EPSILON else ""
 
 
-def check_object(obj: Obj, size: tuple[int, int], tolerance: float) -> tuple[Obj | None, list]:
-    """(the object in pixels, clipped if needed, or None) and [(kind, detail, action)]."""
+def check_object(obj: Obj, size: tuple[int, int], tolerance: float,
+                 min_box: float = 0.0) -> tuple[Obj | None, list]:
+    """(the object in pixels, clipped if needed, or None) and [(kind, detail, action)]. A box
+    (after clipping) narrower or lower than min_box px is a labelling slip: `tiny_box`."""
     width, height = size
     obj, found = _scaled(obj, width, height), []
     coords = (obj.bbox or []) + [v for p in obj.polygons or [] for v in p]
@@ -119,6 +121,11 @@ def check_object(obj: Obj, size: tuple[int, int], tolerance: float) -> tuple[Obj
                                base.OBJECT_LEFT_OUT)]
     if kind == base.CLIPPED:
         found.append((kind, f"{detail}: clipped to the image", base.FIXED))
+    w, h = clipped.bbox[2], clipped.bbox[3]
+    if min(w, h) < min_box:
+        return None, found + [(base.TINY_BOX, f"box {w:g}x{h:g} px, under validation."
+                               f"min_box_px {min_box:g} (a point or a slip of the mouse?)",
+                               base.OBJECT_LEFT_OUT)]
     outline = sum(safe_load.polygon_perimeter(p) for p in clipped.polygons or [])
     if outline > safe_load.MAX_POLYGON_PERIMETER:  # pycocotools allocates ~52 B per px
         limit = safe_load.MAX_POLYGON_PERIMETER
@@ -150,7 +157,8 @@ def _semantic_objects(item: Item, source: Source, size: tuple[int, int]):
         return [], (base.TOO_LARGE, f"mask {source.rel(item.mask)}: {err}")
 
 
-def _check_item(item: Item, source: Source, tolerance: float, issues: list[Issue]) -> bool:
+def _check_item(item: Item, source: Source, tolerance: float, issues: list[Issue],
+                min_box: float) -> bool:
     """Check one image and its objects in place; False when the image is left out."""
     size, kind, detail = inspect_image(item.image)
     if not kind and item.declared_size and tuple(item.declared_size) != size:
@@ -172,7 +180,7 @@ def _check_item(item: Item, source: Source, tolerance: float, issues: list[Issue
     label = source.rel(item.label) if item.label else item.key
     kept, seen = [], set()
     for obj in item.objects:
-        checked, found = check_object(obj, size, tolerance)
+        checked, found = check_object(obj, size, tolerance, min_box)
         issues.extend(Issue(label, k, f"{obj.where} ({item.key}): {d}", a) for k, d, a in found)
         if checked is None:
             continue
@@ -187,13 +195,15 @@ def _check_item(item: Item, source: Source, tolerance: float, issues: list[Issue
     return True
 
 
-def validate(source: Source, clip_tolerance: float) -> tuple[list[Item], list[Issue]]:
+def validate(source: Source, clip_tolerance: float,
+             min_box_px: float = 0.0) -> tuple[list[Item], list[Issue]]:
     """(items kept, every issue: the reader's first); items are checked in place. Image-label
     sources (folders, csv) then lose duplicate copies and empty classes (validate_labels)."""
     issues = list(source.issues)
     bar = tqdm(source.items, desc="validate", unit="img", disable=(
         None if len(source.items) >= PROGRESS_FROM else True))
-    kept = [item for item in bar if _check_item(item, source, clip_tolerance, issues)]
+    kept = [item for item in bar
+            if _check_item(item, source, clip_tolerance, issues, min_box_px)]
     if any(item.labels is not None for item in source.items):  # folders, csv
         kept = check_image_labels(source, kept, issues)
     return kept, issues

@@ -31,6 +31,7 @@ MASK_MISMATCH = "mask_size_mismatch"      # mask size != image size
 CLIPPED = "clipped"                       # box slightly outside: clipped, kept
 BOX_OUTSIDE = "box_outside"               # box further outside than the clip tolerance
 DEGENERATE = "degenerate_box"             # zero or negative width/height
+TINY_BOX = "tiny_box"                     # under validation.min_box_px wide or high
 NON_FINITE = "non_finite"                 # NaN / inf coordinate
 UNKNOWN_CLASS = "unknown_class"           # class id out of range or unknown class name
 MALFORMED = "malformed"                   # unparsable line / XML / JSON
