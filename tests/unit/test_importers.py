@@ -210,3 +210,55 @@ def test_isbi_membrane_with_the_masks_importer(tmp_path, shared_data):
             assert set(np.unique(mask)) <= {0, 1}
             pairs += 1
     assert pairs == 30
+
+
+def test_voc_difficult_objects_are_ignore_regions_as_pycocotools_scores_them(tmp_path):
+    """A VOC `difficult` object becomes COCO iscrowd: a detector that misses it loses
+    nothing, one that finds it gains nothing — equal to pycocotools on the same files."""
+    import xml.etree.ElementTree as ET
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from visiongate.metrics import evaluate_coco_files
+
+    voc = tmp_path / "src" / "VOC"
+    (voc / "Annotations").mkdir(parents=True)
+    (voc / "JPEGImages").mkdir()
+    for k in range(6):
+        Image.new("RGB", (100, 80), (k * 30, 90, 90)).save(voc / "JPEGImages" / f"{k}.png")
+        ann = ET.fromstring(f"<annotation><filename>{k}.png</filename><size><width>100</width>"
+                            "<height>80</height><depth>3</depth></size></annotation>")
+        for corners, difficult in (((11, 11, 40, 40), "0"), ((61, 21, 90, 60), "1")):
+            obj = ET.SubElement(ann, "object")
+            ET.SubElement(obj, "name").text = "cat"
+            ET.SubElement(obj, "difficult").text = difficult
+            box = ET.SubElement(obj, "bndbox")
+            for tag, v in zip(("xmin", "ymin", "xmax", "ymax"), corners, strict=True):
+                ET.SubElement(box, tag).text = str(v)
+        (voc / "Annotations" / f"{k}.xml").write_text(ET.tostring(ann, encoding="unicode"))
+    prepare("voc", tmp_path / "src", tmp_path / "out")
+    test = load_split(tmp_path / "out" / "test")
+    anns = [a for image in test.images for a in test.annotations[image["id"]]]
+    half = len(anns) // 2
+    assert half >= 1 and sorted(a["iscrowd"] for a in anns) == [0] * half + [1] * half
+    gt = tmp_path / "out" / "test" / "annotations.json"
+
+    def score(predicted_boxes) -> tuple[float, float]:
+        results = [{"image_id": image["id"], "category_id": 1, "bbox": box, "score": 0.9}
+                   for image in test.images for box in predicted_boxes]
+        (tmp_path / "pred.json").write_text(json.dumps(results))
+        ours = evaluate_coco_files(gt, tmp_path / "pred.json")["map50"]
+        coco = COCO(str(gt))
+        ref = COCOeval(coco, coco.loadRes(str(tmp_path / "pred.json")), "bbox")
+        ref.evaluate()
+        ref.accumulate()
+        ref.summarize()
+        return ours, float(ref.stats[1])
+
+    normal, difficult = [10, 10, 30, 30], [60, 20, 30, 40]
+    for boxes in ([normal], [normal, difficult]):       # missed, or found: AP 1 either way
+        ours, ref = score(boxes)
+        assert ours == pytest.approx(ref, abs=1e-6) and ours == pytest.approx(1.0)
+    ours, ref = score([difficult])                      # only the ignore region: no hit
+    assert ours == pytest.approx(ref, abs=1e-6) and ours == pytest.approx(0.0)

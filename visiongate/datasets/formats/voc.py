@@ -4,6 +4,12 @@ Boxes are 1-based inclusive pixel corners; as detectron2 does, the COCO box is
 [xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1]. `ImageSets/Main/{train,val,test}.txt`
 give the source's split when present. Class names come from a names/classes/labels file
 when there is one (other names are then unknown), else from the XMLs, sorted.
+
+An object marked `<difficult>1</difficult>` becomes an ignore region (COCO `iscrowd: 1`):
+not trained on, and in evaluation neither a hit nor a miss — a detection on it is not a
+false positive, as in the VOC protocol. One difference stays: COCO matches a detection to
+an ignore region by the share of the detection inside it (intersection over the
+detection's area), VOC by plain IoU.
 """
 
 from __future__ import annotations
@@ -62,8 +68,14 @@ def _dimension(size: ET.Element, tag: str) -> int:
     return int(value)
 
 
-def _parse(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple[str, list[float], str]]]:
-    """(file name, declared (w, h), [(class name, corners, where)]); ValueError if malformed.
+def _difficult(node: ET.Element) -> int:
+    """1 for `<difficult>1</difficult>` (any other text, or none: 0)."""
+    return int((node.findtext("difficult") or "").strip() == "1")
+
+
+def _parse(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple]]:
+    """(file name, declared (w, h), [(class name, corners, where, difficult)]); ValueError
+    if malformed.
     The file is read bounded (safe_load.MAX_TEXT_BYTES); expat refuses entity expansion bombs."""
     try:
         tree = ET.fromstring(safe_load.read_bytes(path))
@@ -83,7 +95,8 @@ def _parse(path: Path) -> tuple[str, tuple[int, int] | None, list[tuple[str, lis
         if box is None:
             raise DataError(f"object {number}: <bndbox> is missing")
         name = safe_load.class_name(_text(node, "name"), f"object {number}")
-        objects.append((name, [_number(box, c) for c in CORNERS], f"object {number}"))
+        objects.append((name, [_number(box, c) for c in CORNERS], f"object {number}",
+                        _difficult(node)))
     return file_name, declared, objects
 
 
@@ -125,12 +138,13 @@ def _read_dir(voc_dir: Path, root: Path, names: list[str] | None, issues: list[I
         seen.add(image)
         item = Item(image, base.relpath(image, root), splits.get(xml.stem), label=xml,
                     declared_size=declared)
-        for name, (x0, y0, x1, y1), where in objects:
+        for name, (x0, y0, x1, y1), where, difficult in objects:
             if names is not None and name not in names:
                 issues.append(Issue(rel, base.UNKNOWN_CLASS, f"{where}: class {name!r} not in "
                                     "the names file", base.OBJECT_LEFT_OUT))
                 continue
-            item.objects.append(Obj(name, [x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1], where=where))
+            item.objects.append(Obj(name, [x0 - 1, y0 - 1, x1 - x0 + 1, y1 - y0 + 1],
+                                    iscrowd=difficult, where=where))
         items.append(item)
     for image in base.list_images(voc_dir / "JPEGImages"):
         if image not in seen:
