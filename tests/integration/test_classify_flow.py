@@ -118,8 +118,8 @@ def test_imagefolder_dataset_to_a_served_champion(tmp_path, prefect_harness, mon
     _, still = _registered(root, "shapes-folders-classify")
     assert still.version == second.version
     refused = client.get_model_version_by_alias("shapes-folders-classify", "challenger")
-    assert "classify model and the candidate a multilabel one" in _report(client,
-                                                                          refused.run_id)
+    assert "a classify model on the image view and the candidate a multilabel one" in \
+        _report(client, refused.run_id)
 
     out = tmp_path / "predicted"
     images_dir = test_images[0].parent
