@@ -58,9 +58,9 @@ def yolo_polygon(klass: int, box, size=(W, H)) -> str:
 
 def make_yolo(root: Path, n: int = 6, splits=("train",), polygons=False) -> Path:
     """root/images/<split>/imgK.png + labels/<split>/imgK.txt with SCENE, data.yaml names."""
-    for split in splits:
-        for k in range(n):
-            write_image(root / "images" / split / f"{split}{k}.png", seed=k)
+    for s, split in enumerate(splits):
+        for k in range(n):  # other pixels per split: the same photo twice is a split leak
+            write_image(root / "images" / split / f"{split}{k}.png", seed=k + 1000 * s)
             line = yolo_polygon if polygons else yolo_line
             (root / "labels" / split).mkdir(parents=True, exist_ok=True)
             (root / "labels" / split / f"{split}{k}.txt").write_text(
@@ -71,10 +71,10 @@ def make_yolo(root: Path, n: int = 6, splits=("train",), polygons=False) -> Path
 
 def make_coco(root: Path, n: int = 6, splits=("train",), polygons=True) -> Path:
     """root/<split>/images/*.png + root/<split>/instances_<split>.json (category ids 10, 20)."""
-    for split in splits:
+    for s, split in enumerate(splits):
         images, anns = [], []
         for k in range(n):
-            write_image(root / split / "images" / f"{split}{k}.png", seed=k)
+            write_image(root / split / "images" / f"{split}{k}.png", seed=k + 1000 * s)
             images.append({"id": k + 1, "file_name": f"images/{split}{k}.png",
                            "width": W, "height": H})
             for c, (x, y, w, h) in SCENE:

@@ -262,3 +262,21 @@ def test_voc_difficult_objects_are_ignore_regions_as_pycocotools_scores_them(tmp
         assert ours == pytest.approx(ref, abs=1e-6) and ours == pytest.approx(1.0)
     ours, ref = score([difficult])                      # only the ignore region: no hit
     assert ours == pytest.approx(ref, abs=1e-6) and ours == pytest.approx(0.0)
+
+
+def test_the_same_photo_in_train_and_test_is_a_split_leak(tmp_path, sources):
+    """Boxes datasets too: one copy kept (the held-out one), the others reported."""
+    src = sources.make_yolo(tmp_path / "src", n=4, splits=("train", "val", "test"))
+    images, labels = src / "images", src / "labels"
+    for name in ("leak.png", "again.png"):   # test0's photo under train, twice
+        (images / "train" / name).write_bytes((images / "test" / "test0.png").read_bytes())
+        (labels / "train" / name.replace(".png", ".txt")).write_text(
+            (labels / "test" / "test0.txt").read_text())
+    prepare("yolo", src, tmp_path / "out", cfg=CFG)
+    assert _images(tmp_path / "out") == {"train": 4, "val": 4, "test": 4}
+    rows = [line.split(",")[:2] for line in
+            (tmp_path / "out" / "quarantine.csv").read_text().splitlines()[1:]]
+    assert sorted(rows) == [["images/train/again.png", "split_leak"],
+                            ["images/train/leak.png", "split_leak"]]
+    test_names = {Path(i["file_name"]).name for i in load_split(tmp_path / "out" / "test").images}
+    assert "test0.png" in test_names

@@ -21,7 +21,7 @@ from visiongate.datasets import safe_load
 from visiongate.datasets.coco import SPLITS, load_split
 from visiongate.datasets.formats import base, masks
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
-from visiongate.datasets.validate_labels import check_image_labels
+from visiongate.datasets.validate_labels import check_image_labels, drop_duplicates
 from visiongate import upright
 from visiongate.errors import DataError
 from visiongate.outcomes import QuarantineSummary
@@ -197,8 +197,9 @@ def _check_item(item: Item, source: Source, tolerance: float, issues: list[Issue
 
 def validate(source: Source, clip_tolerance: float,
              min_box_px: float = 0.0) -> tuple[list[Item], list[Issue]]:
-    """(items kept, every issue: the reader's first); items are checked in place. Image-label
-    sources (folders, csv) then lose duplicate copies and empty classes (validate_labels)."""
+    """(items kept, every issue: the reader's first); items are checked in place. Then the
+    same bytes twice lose their repeats (a held-out copy kept; validate_labels), and image-
+    label sources (folders, csv) their empty classes too."""
     issues = list(source.issues)
     bar = tqdm(source.items, desc="validate", unit="img", disable=(
         None if len(source.items) >= PROGRESS_FROM else True))
@@ -206,6 +207,8 @@ def validate(source: Source, clip_tolerance: float,
             if _check_item(item, source, clip_tolerance, issues, min_box_px)]
     if any(item.labels is not None for item in source.items):  # folders, csv
         kept = check_image_labels(source, kept, issues)
+    else:  # the same photo twice: once (a held-out copy first), never in train and test
+        kept = drop_duplicates(source, kept, issues)
     return kept, issues
 
 

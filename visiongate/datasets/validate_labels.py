@@ -1,11 +1,14 @@
-"""Checks of image-label items (`--format folders` / `csv`) once their images are known to be
-readable: the same bytes twice, and classes left without an image.
+"""Checks of items once their images are known to be readable: the same bytes twice (every
+format), and, for image-label items (`--format folders` / `csv`), classes left without an
+image.
 
 - Same bytes (sha256) with different labels (e.g. one file under two class folders): the
   label is ambiguous, so every copy is left out, one `conflicting_labels` line each.
-- Same bytes and labels: the first copy is kept, the others are `duplicate_image` (fixed);
-  copies in different source splits are `split_leak` — the held-out copy (test, then val)
-  is kept so the split the source defined still scores unseen images.
+- Same bytes and labels (or, for boxes and masks, same bytes whatever their annotations):
+  one copy is kept, the others are `duplicate_image` (fixed); copies in different source
+  splits are `split_leak` — the held-out copy (test, then val) is kept so the split the
+  source defined still scores unseen images. Dropping the repeats before splitting also
+  keeps the seeded splitter from putting one photo in train and test.
 - A class with no usable image is `empty_class`. It is dropped from the class list (ids
   renumbered), since a model can neither learn nor be scored on it — unless the classes
   come from a names file (`Source.fixed_classes`): the user's list, ids as declared, is
@@ -42,7 +45,7 @@ def _names(source: Source, labels: list[int]) -> str:
 
 def _same_bytes(source: Source, copies: list[Item], issues: list[Issue]) -> list[Item]:
     """The copies kept of one set of identical files (none, or one)."""
-    if len({tuple(item.labels) for item in copies}) > 1:
+    if len({tuple(item.labels or ()) for item in copies}) > 1:  # boxes/masks: no labels
         for item in copies:
             others = ", ".join(f"{c.key} ({_names(source, c.labels)})"
                                for c in copies if c is not item)
