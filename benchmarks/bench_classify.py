@@ -48,6 +48,8 @@ def build_crops(src: Path, out: Path, n_classes: int, min_side: int) -> dict[str
     crops = []
     for label in sorted((src / "labels" / "train2017").glob("*.txt")):
         image = src / "images" / "train2017" / f"{label.stem}.jpg"
+        if not image.is_file():  # coco128-seg has labels without their image
+            continue
         with Image.open(image) as im:
             width, height = im.size
         for n, line in enumerate(label.read_text().splitlines()):

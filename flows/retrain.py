@@ -228,13 +228,13 @@ def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str 
     try:
         path = checkout(job.uri, job.name, version, str(job.project.champions))
         meta = CheckpointMeta.read(Path(path))
-        kind = meta.task, meta.config.get("view", "image")
-        if kind != (job.cfg.task, view_of(job.params, job.task)):  # e.g. multi_label switched
-            raise ModelError(f"the champion is a {kind[0]} model on the {kind[1]} view and "
-                             f"the candidate a {job.cfg.task} one on the "
-                             f"{view_of(job.params, job.task)} view: their scores differ in "
-                             f"kind; compare them by hand, then `visiongate promote "
-                             f"{job.name} VERSION`")
+        theirs = meta.task, meta.config.get("view", "image")
+        ours = job.cfg.task, view_of(job.params, job.task)
+        if theirs != ours:  # e.g. multi_label switched on: their scores differ in kind
+            raise ModelError(f"the champion is a {theirs[0]} model on the {theirs[1]} view "
+                             f"and the candidate a {ours[0]} one on the {ours[1]} view: their "
+                             f"scores differ in kind; compare them by hand, then `visiongate "
+                             f"promote {job.name} VERSION`")
         return version, evaluate_model(path, job.split("test"), None, records), None
     except ModelError as err:
         get_run_logger().warning("%s champion v%s cannot be re-scored: %s", job.name, version, err)

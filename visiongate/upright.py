@@ -75,18 +75,6 @@ def upright(im: Image.Image) -> Image.Image:
     return _eight_bit(im)
 
 
-def write_upright(src: Path, dst: Path, open_image: Callable = Image.open) -> Path:
-    """Copy src to dst: its bytes as they are, or — when readers could disagree on its
-    pixels — an upright 8-bit PNG at dst with suffix .png. Returns the file written."""
-    with open_image(src) as im:
-        if not needs_rewrite(im):
-            shutil.copyfile(src, dst)
-            return dst
-        out = dst.with_suffix(".png")
-        upright(im).save(out)
-        return out
-
-
 def displayed_file(path: Path, stem: Path, open_image: Callable = Image.open) -> Path:
     """path itself when every reader sees it alike, else an upright 8-bit PNG at
     stem + .png (for a reader such as batch prediction that takes files)."""
@@ -96,3 +84,13 @@ def displayed_file(path: Path, stem: Path, open_image: Callable = Image.open) ->
         out = stem.with_suffix(".png")
         upright(im).save(out)
         return out
+
+
+def write_upright(src: Path, dst: Path, open_image: Callable = Image.open) -> Path:
+    """Copy src to dst: its bytes as they are, or — when readers could disagree on its
+    pixels — an upright 8-bit PNG at dst with suffix .png. Returns the file written."""
+    out = displayed_file(src, dst, open_image)
+    if out == Path(src):
+        shutil.copyfile(src, dst)
+        return dst
+    return out

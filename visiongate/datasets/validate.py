@@ -17,12 +17,12 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from visiongate import upright
 from visiongate.datasets import safe_load
 from visiongate.datasets.coco import SPLITS, load_split
 from visiongate.datasets.formats import base, masks
 from visiongate.datasets.formats.base import Issue, Item, Obj, Source
 from visiongate.datasets.validate_labels import check_image_labels, drop_duplicates
-from visiongate import upright
 from visiongate.errors import DataError
 from visiongate.outcomes import QuarantineSummary
 
