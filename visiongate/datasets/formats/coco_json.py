@@ -215,4 +215,23 @@ def read(root: Path) -> Source:
     items: list[Item] = []
     for path, coco in loaded:
         items.extend(_read_file(coco, path, root, classes, by_name, issues))
+    issues += _unlisted(root, by_name, {Path(item.image).resolve() for item in items})
     return Source(root, "coco", classes, items, issues)
+
+
+MAX_UNLISTED_LINES = 1000
+
+
+def _unlisted(root: Path, by_name: dict[str, list[Path]], listed: set[Path]) -> list[Issue]:
+    """A `missing_label` line for each image under root that no JSON lists (COCO lists every
+    image, background ones too: an unlisted one is not known to be empty, so it is left
+    out); MAX_UNLISTED_LINES of them, then one line with the count."""
+    unlisted = sorted(p for paths in by_name.values() for p in paths
+                      if p.resolve() not in listed)
+    lines = [Issue(base.relpath(p, root), base.MISSING_LABEL, "image not listed in any COCO "
+                   "JSON (background images are listed too); left out", base.FILE_LEFT_OUT)
+             for p in unlisted[:MAX_UNLISTED_LINES]]
+    if len(unlisted) > MAX_UNLISTED_LINES:
+        lines.append(Issue(".", base.MISSING_LABEL, f"{len(unlisted) - MAX_UNLISTED_LINES} "
+                           "more unlisted images; left out", base.FILE_LEFT_OUT))
+    return lines
