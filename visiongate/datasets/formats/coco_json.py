@@ -223,11 +223,13 @@ MAX_UNLISTED_LINES = 1000
 
 
 def _unlisted(root: Path, by_name: dict[str, list[Path]], listed: set[Path]) -> list[Issue]:
-    """A `missing_label` line for each image under root that no JSON lists (COCO lists every
-    image, background ones too: an unlisted one is not known to be empty, so it is left
-    out); MAX_UNLISTED_LINES of them, then one line with the count."""
+    """A `missing_label` line for each image that no JSON lists in a folder holding listed
+    images (COCO lists every image, background ones too: an unlisted one is not known to be
+    empty, so it is left out). Other folders (label maps in masks/, previews) are not
+    images of the dataset. MAX_UNLISTED_LINES lines, then one with the count."""
+    folders = {p.parent for p in listed}
     unlisted = sorted(p for paths in by_name.values() for p in paths
-                      if p.resolve() not in listed)
+                      if p.resolve() not in listed and p.resolve().parent in folders)
     lines = [Issue(base.relpath(p, root), base.MISSING_LABEL, "image not listed in any COCO "
                    "JSON (background images are listed too); left out", base.FILE_LEFT_OUT)
              for p in unlisted[:MAX_UNLISTED_LINES]]
