@@ -19,7 +19,8 @@ GATE_REFUSED = 3
 BUSY = 4
 
 # Modules that add their own subcommands: each has add_commands(subparsers).
-COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli", "flows.stack_cli")
+COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli", "flows.stack_cli",
+                   "flows.explain_cli")
 
 
 def _retrain(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 """`visiongate data import|validate|stats`: bring a labelled dataset under DVC, check it,
-describe it.
+describe it (`data review|exclude`: flows/exclude_cli.py).
 
     visiongate data import --format yolo path/to/src --name mydata [--split train=0.7,...]
     visiongate data import --format folders path/to/imagefolder --name pets   # or csv
@@ -10,6 +10,7 @@ describe it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import shlex
@@ -28,6 +29,9 @@ RELATIVE = re.compile(rf"{PART}(/{PART})*")       # no shell metacharacter, no a
 SPLIT_NAMES = ("train", "val", "test")
 # = visiongate.datasets.formats.FORMATS (not imported here: `--help` stays light; a test checks)
 FORMATS = ("coco", "yolo", "voc", "masks", "folders", "csv")
+# Modules adding `data` subcommands, each with add_commands(data_subparsers) (by name, as
+# flows/cli.py does: they import this module's helpers).
+DATA_COMMAND_MODULES = ("flows.exclude_cli",)
 
 
 def _prepare_code(root: Path) -> list[str]:
@@ -174,6 +178,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from visiongate import versioning
+    from visiongate.datasets.exclude import read_list
     from visiongate.datasets.validate import check_prepared, read_quarantine
 
     root = Path(args.root).resolve()
@@ -188,6 +193,10 @@ def _validate(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{k} {n}" for k, n in summary.by_kind.items()) or "none"
     print(f"{args.name}: {summary.images} images, {summary.quarantined} quarantined "
           f"({summary.share:.1%}); quarantine lines by kind: {kinds}")
+    excluded = read_list(Project(root).exclude_list(args.name))
+    if excluded:  # the user's decision, not bad data: never counted as quarantined
+        print(f"{len(excluded)} item(s) excluded from training by data/exclude/{args.name}.csv "
+              f"(kind excluded_suspect; `visiongate data exclude {args.name} --list`)")
     print("splits pinned: " + ", ".join(f"{s} {m}" for s, m in md5s.items()))
     return 0
 
@@ -242,3 +251,5 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--root", default=".", help="project root (dvc.yaml, params.yaml)")
         parser.add_argument("--params", default="params.yaml",
                             help="params file, relative to --root")
+    for module in DATA_COMMAND_MODULES:
+        importlib.import_module(module).add_commands(commands)

@@ -8,31 +8,33 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
 from prefect import flow, get_run_logger
 
-from tasks.data import describe_data, model_data, validate_data, verify_data, version_data
+from tasks.data import describe_data, model_data, report_exclusions, validate_data, \
+    verify_data, version_data, version_exclusions
 from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.gate import gate
+from tasks.insight import explain_candidate, find_suspects
 from tasks.registry import alias_version, checkout, log_model, promote, register, \
     unchanged_version
-from tasks.tracking import log_dataset, log_results, start_run
+from tasks.tracking import log_dataset, log_insight, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
 from visiongate.config import (ClassifyConfig, DetectConfig, Params, SegmentConfig, check_deep,
                                load_params)
-from visiongate.datasets.image_labels import image_labels_only
-from visiongate.datasets.prepare import has_masks
+from visiongate.datasets.exclude import KIND as EXCLUDED
+from visiongate.datasets.prepare import check_task_data
 from visiongate.datasets.safe_load import pixel_limit
 from visiongate.errors import DataError, ModelError, RetrainBusy  # noqa: F401 (re-exported)
 from visiongate.vocab import HEADLINE_METRICS
 from visiongate.gate_stats import RecordFiles
 from visiongate.gates import GateResult
 from visiongate.models.meta import CheckpointMeta
-from visiongate.lineage import IDENTITY, flatten, lineage_tags, params_hash
-from visiongate.outcomes import DatasetInfo, Outcome
+from visiongate.lineage import IDENTITY, flatten, identity, lineage_tags, params_hash
+from visiongate.outcomes import DatasetInfo, Insight, Outcome
 from visiongate.paths import Project, registry_name
 
 
@@ -56,13 +58,14 @@ def retrain(root: str = ".", params_file: str = "params.yaml",
 def retrain_all(project: Project, params: Params, force: bool = False) -> list[Outcome]:
     md5s = version_data(str(project.root), params.dataset)
     verify_data(str(project.root), params.dataset, md5s)
+    excluded = version_exclusions(str(project.root), params.dataset)  # None: no exclusions
     uri = tracking.tracking_uri(project.root, params.mlflow)
-    # What changed is decided first (md5s, params, code): a no-change run stops here.
+    # What changed is decided first (md5s, exclusions, params, code): a no-change run stops here.
     lineages = {task: lineage_tags(project.root, params.dataset, md5s, params_hash(cfg),
-                                   cfg.weights)
+                                   cfg.weights, excluded)
                 for task, cfg in params.model_tasks().items()}
     outcomes = {task: None if force else unchanged(uri, registry_name(params.dataset, task),
-                                                   lineage)
+                                                   identity(lineage))
                 for task, lineage in lineages.items()}
     todo = [task for task, outcome in outcomes.items() if outcome is None]
     if todo:
@@ -94,27 +97,20 @@ def validate(project: Project, params: Params, tasks: list[str]) -> DatasetInfo:
     data = project.prepared(params.dataset)
     check_task_data(params.dataset, data, tasks)
     quarantine = validate_data(str(project.root), params.dataset)
+    report = data / "quarantine.csv"
+    excluded = report_exclusions(str(project.root), params.dataset)
+    if excluded:  # the user's decision, not bad data: a kind of its own in the report, and
+        # never counted in `quarantined` / `share`, which the gate's max_quarantine_share judges
+        quarantine = replace(quarantine, by_kind={**quarantine.by_kind, EXCLUDED: excluded})
+        report = project.quarantine_report(params.dataset)
     stats_dir = project.stats(params.dataset)
     counts = describe_data(str(project.root), params.dataset, str(stats_dir))
-    return DatasetInfo(quarantine, counts, str(stats_dir), str(data / "quarantine.csv"))
+    return DatasetInfo(quarantine, counts, str(stats_dir), str(report))
 
 
 def view_of(params: Params, task: str) -> str:
     """The data view a model task reads (`classify.view`; the others: the images)."""
     return getattr(params.model_tasks()[task], "view", "image")
-
-
-def check_task_data(name: str, data, tasks: list[str]) -> None:
-    """DataError naming the section to disable when the dataset cannot train a task: boxes
-    without masks (segment), image labels without objects (detect, segment)."""
-    labels_only = image_labels_only(data)
-    if "segment" in tasks and not has_masks(data):
-        kind = "image labels" if labels_only else "boxes"
-        raise DataError(f"dataset {name!r} has {kind} only, no masks: a segmentation "
-                        "model cannot train on it (set segment.enabled: false, or import masks)")
-    if "detect" in tasks and labels_only:
-        raise DataError(f"dataset {name!r} has image labels only, no boxes: a detector "
-                        "cannot train on it (set detect.enabled: false, or import boxes)")
 
 
 @dataclass(frozen=True)
@@ -154,6 +150,7 @@ class Scores:
     robustness: dict[str, dict[str, float]] | None
     records: RecordFiles | None = None
     champion_problem: str | None = None  # why the champion could not be re-scored
+    champion_path: str | None = None     # its checkout, when it could be re-scored
 
 
 def retrain_one(job: Job) -> Outcome:
@@ -161,7 +158,8 @@ def retrain_one(job: Job) -> Outcome:
     try:
         checkpoint = train_candidate(job, run_id)
         scores = score(job, checkpoint, run_id)
-        verdict, report = decide(job, scores, run_id)
+        insight = show_insight(job, checkpoint, scores, run_id)
+        verdict, report = decide(job, scores, run_id, insight)
         version = record(job, run_id, checkpoint, verdict, report)
     except BaseException:
         try:
@@ -193,8 +191,11 @@ def open_run(job: Job) -> str:
 def train_candidate(job: Job, run_id: str) -> str:
     """Train (resumable only with the same params, data and code): the checkpoint dir."""
     lineage = job.lineage
+    # an exclusion list changes what is trained on, not the split md5s: never resume across it
+    excluded = f"-x{lineage['data.md5.exclude'][:8]}" if "data.md5.exclude" in lineage else ""
     work_dir = job.project.train_dir(f"{job.name}-{lineage['params_hash']}-"
-                                     f"{job.md5s['train'][:8]}-{lineage['code_hash'][:8]}")
+                                     f"{job.md5s['train'][:8]}-{lineage['code_hash'][:8]}"
+                                     f"{excluded}")
     plots_dir = job.project.plots(run_id)
     augment_preview(job.cfg, job.split("train"), str(plots_dir / "augment_preview.png"))
     return train_model(job.cfg, job.data_root, str(work_dir), job.uri, run_id)
@@ -204,7 +205,7 @@ def score(job: Job, checkpoint: str, run_id: str) -> Scores:
     """Candidate and champion on the pinned test split; the candidate on corrupted copies.
     Each evaluation also writes its per-image records, once, for the gate's bootstrap."""
     plots_dir, test = str(job.project.plots(run_id)), job.split("test")
-    champion, champion_metrics, problem = score_champion(job, run_id)
+    champion, champion_metrics, problem, champion_path = score_champion(job, run_id)
     robustness, robust_cfg = None, job.cfg.gate.robustness
     records = RecordFiles.in_dir(job.project.records(run_id), champion_metrics is not None,
                                  list(robust_cfg.corruptions) if robust_cfg else [])
@@ -214,16 +215,50 @@ def score(job: Job, checkpoint: str, run_id: str) -> Scores:
         robustness = evaluate_robustness(checkpoint, test, str(cache), robust_cfg.corruptions,
                                          records.corrupted_dir)
         plot_robustness(metrics, robustness, robust_cfg, plots_dir)
-    return Scores(metrics, champion, champion_metrics, robustness, records, problem)
+    return Scores(metrics, champion, champion_metrics, robustness, records, problem,
+                  champion_path)
 
 
-def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str | None]:
-    """(version, metrics on the pinned test split, None) of the current champion, (None,
-    None, None) without one, or (version, None, why) when it cannot be loaded (an older
-    checkpoint format, a refused file): the gate then refuses to promote automatically."""
+def show_insight(job: Job, checkpoint: str, scores: Scores, run_id: str) -> Insight:
+    """What the run shows beside its numbers (params.yaml `insight:`): heatmaps of the
+    worst test images (the champion's beside the candidate's), the test-split map, and the
+    suspected label mistakes of train and val. Logged under `map/` and `suspects/`. None
+    of it decides anything: a part that fails is a warning and a line in the report."""
+    cfg, out = job.params.insight, job.project.insight(run_id)
+    written, count, top, problems = [], 0, (), []
+    try:
+        if cfg.heatmaps or cfg.test_map:
+            written = explain_candidate(checkpoint, scores.champion_path, job.split("test"),
+                                        str(job.project.plots(run_id)), str(out / "map"),
+                                        cfg.heatmaps, cfg.test_map, cfg.method)
+    except Exception as err:  # noqa: BLE001 — diagnostics never block the gate
+        problems.append(f"heatmaps / test-split map: {type(err).__name__}: {err}"[:500])
+    try:
+        if cfg.suspects:
+            count, top = find_suspects(checkpoint, job.data_root,
+                                       str(job.project.prepared(job.params.dataset)),
+                                       str(out / "suspects"))
+    except Exception as err:  # noqa: BLE001
+        problems.append(f"suspected label mistakes: {type(err).__name__}: {err}"[:500])
+    for problem in problems:
+        get_run_logger().warning("%s: %s", job.name, problem)
+    log_insight(job.uri, run_id, str(out))
+    names = {Path(p).name for p in written}
+    return Insight(*(f"{where}/{name}" if name in names else None for where, name in (
+        ("plots", "heatmaps.png"), ("plots", "test_map.png"), ("map", "embeddings.npz"))),
+        "suspects/suspects.csv" if (out / "suspects" / "suspects.csv").is_file() else None,
+        count, top, tuple(problems))
+
+
+def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str | None,
+                                                  str | None]:
+    """(version, metrics on the pinned test split, None, checkout) of the current champion,
+    (None, None, None, None) without one, or (version, None, why, None) when it cannot be
+    loaded (an older checkpoint format, a refused file): the gate then refuses to promote
+    automatically."""
     version = alias_version(job.uri, job.name, registry.CHAMPION)
     if version is None:
-        return None, None, None
+        return None, None, None, None
     records = str(job.project.records(run_id) / "champion.npz")
     try:
         path = checkout(job.uri, job.name, version, str(job.project.champions))
@@ -235,20 +270,21 @@ def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str 
                              f"and the candidate a {ours[0]} one on the {ours[1]} view: their "
                              f"scores differ in kind; compare them by hand, then `visiongate "
                              f"promote {job.name} VERSION`")
-        return version, evaluate_model(path, job.split("test"), None, records), None
+        return version, evaluate_model(path, job.split("test"), None, records), None, path
     except ModelError as err:
         get_run_logger().warning("%s champion v%s cannot be re-scored: %s", job.name, version, err)
-        return version, None, str(err)
+        return version, None, str(err), None
 
 
-def decide(job: Job, scores: Scores, run_id: str) -> tuple[GateResult, str]:
+def decide(job: Job, scores: Scores, run_id: str,
+           insight: Insight | None = None) -> tuple[GateResult, str]:
     """The gate's verdict and its report, logged to the run with the test metrics."""
     plots_dir = job.project.plots(run_id)
     plots = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png"))
     verdict, report = gate(job.name, scores.metrics, scores.champion_metrics,
                            scores.champion_version, job.cfg.gate, job.lineage, scores.robustness,
                            job.data.quarantine, plots, run_id, scores.records,
-                           scores.champion_problem)
+                           scores.champion_problem, insight)
     log_results(job.uri, run_id, scores.metrics, verdict, report, scores.robustness,
                 str(plots_dir))
     return verdict, report

@@ -3,7 +3,8 @@ from pathlib import Path
 from prefect import task
 
 from visiongate import versioning
-from visiongate.datasets import crops, stats
+from visiongate.datasets import crops, exclude, stats
+from visiongate.datasets.prepare import has_masks
 from visiongate.datasets.validate import check_prepared
 from visiongate.outcomes import QuarantineSummary
 from visiongate.paths import Project
@@ -41,6 +42,35 @@ def describe_data(root: str, dataset: str, out_dir: str) -> dict[str, float]:
 @task
 def model_data(root: str, dataset: str, view: str = "image") -> str:
     """The folder whose splits a model task trains and is scored on: the prepared dataset,
-    or a view derived from it (object crops), written once under .cache/views/."""
+    or a view derived from it (without the excluded items; object crops), written once
+    under .cache/views/."""
     project = Project.at(root)
-    return str(crops.model_data(project.prepared(dataset), project.views, view))
+    return str(crops.model_data(project.prepared(dataset), project.views, view,
+                                project.exclude_list(dataset)))
+
+
+@task
+def version_exclusions(root: str, dataset: str) -> str | None:
+    """The md5 pinning the dataset's exclusion list (re-tracked with `dvc add` if it was
+    edited by hand); None when there is no list or it has no entries."""
+    project = Project.at(root)
+    path = project.exclude_list(dataset)
+    if not exclude.read_list(path):  # checks every line; [] without a file
+        return None
+    return versioning.pin_file(project.root, path.relative_to(project.root).as_posix())
+
+
+@task
+def report_exclusions(root: str, dataset: str) -> int:
+    """Check the exclusion list against the prepared splits and, when it has entries, write
+    the quarantine report with one `excluded_suspect` line per entry to
+    Project.quarantine_report; returns the number of entries."""
+    project = Project.at(root)
+    entries = exclude.read_list(project.exclude_list(dataset))
+    if entries:
+        prepared = project.prepared(dataset)
+        exclude.check_entries(prepared, entries)
+        lines = exclude.quarantine_lines(entries, has_masks(prepared))
+        exclude.write_report(prepared / "quarantine.csv", project.quarantine_report(dataset),
+                             lines)
+    return len(entries)

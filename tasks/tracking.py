@@ -71,6 +71,14 @@ def log_dataset(uri: str, run_id: str, counts: dict, quarantine: QuarantineSumma
 
 
 @task(**IO)
+def log_insight(uri: str, run_id: str, insight_dir: str) -> None:
+    """The run's test-split embeddings (`map/`) and suspected label mistakes (`suspects/`)."""
+    for part in ("map", "suspects"):
+        if (Path(insight_dir) / part).is_dir():
+            tracking.log_artifacts(uri, run_id, Path(insight_dir) / part, part)
+
+
+@task(**IO)
 def log_evaluation(uri: str, experiment_id: str, name: str, version: str, md5s: dict,
                    metrics: dict, verdict: GateResult) -> str:
     """An MLflow run `evaluate <name> v<version>`: a registered version re-scored on the

@@ -91,6 +91,15 @@ class ScheduleConfig(Frozen):
         return check_cron(value)
 
 
+class InsightConfig(Frozen):
+    """What every retrain run shows beside its numbers (none of it changes the model)."""
+
+    heatmaps: bool = True     # heatmaps.png: the worst test images, candidate beside champion
+    test_map: bool = True     # test_map.png + embeddings.npz: t-SNE of the test split
+    suspects: bool = True     # suspects.csv: suspected label mistakes in train and val
+    method: Literal["gradcam", "gradcam++", "eigencam"] | None = None  # None: each family's own
+
+
 class Params(Frozen):
     dataset: str = "shapes"
     synth: SynthConfig = SynthConfig()
@@ -102,6 +111,7 @@ class Params(Frozen):
     stack: StackConfig = StackConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     serve: ServeConfig = ServeConfig()
+    insight: InsightConfig = InsightConfig()
 
     def model_tasks(self) -> dict[str, DetectConfig | SegmentConfig | ClassifyConfig]:
         """The enabled model tasks, in the order the flow trains them."""

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from visiongate import bootstrap, diagnostics, evaluate_classify, metrics, models, plots, semantic
+from visiongate import (bootstrap, diagnostics, evaluate_classify, metrics, models, plots, semantic,
+                        split_map)
 from visiongate.datasets import safe_load
 from visiongate.datasets.coco import Split, load_split, read_semantic_mask
 from visiongate.errors import DataError
@@ -74,6 +75,11 @@ def _detection(split: Split, predictions: list[dict], task: str, threshold: floa
                         f"Detections at score ≥ {threshold:g}, IoU ≥ {diagnostics.MATCH_IOU}")
         worst = [k for k in diagnostics.worst([m.errors for m in matches], GALLERY_SIZE)
                  if matches[k].errors]
+        split_map.write_outcomes(plots_dir, split_map.ImageOutcomes(
+            [im["file_name"] for im in split.images],
+            [_main_class(m.gt_labels, split) for m in matches],
+            [split_map.detection_outcome(m) for m in matches],
+            [split.images[k]["file_name"] for k in worst]))
         plots.detection_gallery([(split.image_path(split.images[k]), matches[k]) for k in worst],
                                 {c["id"]: c["name"] for c in categories},
                                 Path(plots_dir) / "worst_images.png")
@@ -90,10 +96,24 @@ def _semantic(split: Split, predictions: list[np.ndarray], plots_dir: Path | Non
         per_image = [semantic.semantic_metrics([p], [t], names)["miou"]
                      for p, t in zip(predictions, targets)]
         worst = diagnostics.worst(per_image, GALLERY_SIZE, highest=False)
+        split_map.write_outcomes(plots_dir, split_map.ImageOutcomes(
+            [im["file_name"] for im in split.images],
+            [names[int(np.bincount(t[t > 0].ravel(), minlength=1).argmax())] if (t > 0).any()
+             else names[0] for t in targets],
+            [round(float(v), 4) for v in per_image],
+            [split.images[k]["file_name"] for k in worst]))
         plots.semantic_gallery([(split.image_path(split.images[k]), targets[k], predictions[k],
                                  per_image[k]) for k in worst], len(names),
                                Path(plots_dir) / "worst_images.png")
     return scores
+
+
+def _main_class(labels: np.ndarray, split: Split) -> str:
+    """The image's most frequent object class ("none" without objects)."""
+    if not len(labels):
+        return "none"
+    names = {c["id"]: c["name"] for c in split.categories}
+    return names.get(int(np.bincount(labels).argmax()), "?")
 
 
 def evaluate_corrupted(checkpoint: Path, split_dir: Path, cache_dir: Path,

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_curve
 
-from visiongate import bootstrap_classify, classify_metrics, models, plots, plots_classify
+from visiongate import (bootstrap_classify, classify_metrics, models, plots, plots_classify,
+                        split_map)
 from visiongate.datasets.coco import Split
 from visiongate.datasets.image_labels import single_label_images, split_targets
 from visiongate.errors import DataError
@@ -92,7 +93,27 @@ def score_classification(split: Split, images: list[dict], targets: np.ndarray, 
             _multilabel_plots(paths, probs, targets, names, thresholds, scores, Path(plots_dir))
         else:
             _single_label_plots(paths, probs, targets, names, Path(plots_dir))
+        _write_outcomes(images, probs, targets, names, multi_label, thresholds, Path(plots_dir))
     return scores
+
+
+def _write_outcomes(images: list[dict], probs: np.ndarray, targets: np.ndarray,
+                    names: list[str], multi_label: bool, thresholds, out: Path) -> None:
+    """Per image its class and whether it was right (the test-split map's colours); the
+    gallery's images are the most confident mistakes, as confident_mistakes.png shows."""
+    if multi_label:
+        limits = np.asarray(thresholds if thresholds is not None else
+                            np.full(len(names), classify_metrics.DEFAULT_THRESHOLD))
+        right = ((probs >= limits) == targets).all(axis=1)
+        classes = [names[int(np.argmax(t))] if t.any() else "none" for t in targets]
+    else:
+        right = probs.argmax(axis=1) == targets
+        classes = [names[t] for t in targets]
+    worst = [i for i in np.argsort(-probs.max(axis=1), kind="stable") if not right[i]]
+    split_map.write_outcomes(out, split_map.ImageOutcomes(
+        [im["file_name"] for im in images], classes,
+        ["correct" if r else "wrong" for r in right],
+        [images[i]["file_name"] for i in worst[:GALLERY_SIZE]]))
 
 
 def _single_label_plots(paths: list[Path], probs: np.ndarray, targets: np.ndarray,

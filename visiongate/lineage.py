@@ -69,16 +69,30 @@ def weights_sha256(weights: str | None) -> str:
     return digest.hexdigest()
 
 
+# Identity tags a lineage carries only when they apply: `data.md5.exclude`, the md5 of the
+# exclusion list (data/exclude/<dataset>.csv), only when it has entries. Absent means
+# "none", on both sides: `identity` gives None for it, and the registry's match
+# (registry.find_version: tags.get(key) == value) takes None to match exactly the versions
+# without the tag — those registered before exclusion lists existed, and those without one.
+OPTIONAL_IDENTITY = ("data.md5.exclude",)
 # What identifies a candidate: same values here means retraining would repeat a version.
 IDENTITY = ("params_hash", "code_hash", "weights.sha256", "data.md5.train", "data.md5.val",
-            "data.md5.test", *(f"version.{lib}" for lib in LIBRARIES))
+            "data.md5.test", *(f"version.{lib}" for lib in LIBRARIES), *OPTIONAL_IDENTITY)
+
+
+def identity(lineage: dict[str, str]) -> dict[str, str | None]:
+    """The IDENTITY values of a lineage; None for an optional tag it does not carry."""
+    return {k: lineage.get(k) if k in OPTIONAL_IDENTITY else lineage[k] for k in IDENTITY}
 
 
 def lineage_tags(root: Path, dataset: str, md5s: dict[str, str], params_hash: str,
-                 weights: str | None = None) -> dict[str, str]:
+                 weights: str | None = None, exclude_md5: str | None = None) -> dict[str, str]:
+    """Tags of a candidate; `exclude_md5`: the exclusion list's md5 (None: no entries)."""
     tags = {"dataset": dataset, "params_hash": params_hash, "code_hash": code_hash(),
             "weights.sha256": weights_sha256(weights)}
     tags.update({f"data.md5.{split}": md5 for split, md5 in md5s.items()})
+    if exclude_md5:
+        tags["data.md5.exclude"] = exclude_md5
     tags.update(git_state(root))
     tags.update(library_versions())
     return tags

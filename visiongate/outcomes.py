@@ -37,6 +37,21 @@ class DatasetInfo:
     quarantine_csv: str
 
 
+@dataclass(frozen=True)
+class Insight:
+    """What a run shows beside its numbers, as artifact paths relative to the run (None:
+    switched off or nothing to show) and the first suspected label mistakes for the report
+    (rows of suspects.csv: split, file, annotation, kind, score, detail)."""
+
+    heatmaps: str | None = None
+    test_map: str | None = None
+    embeddings: str | None = None
+    suspects: str | None = None
+    suspects_count: int = 0
+    top_suspects: tuple[tuple[str, ...], ...] = ()
+    problems: tuple[str, ...] = ()  # parts that failed (a warning, never a refusal)
+
+
 Status = Literal["promoted", "refused", "unchanged"]
 
 

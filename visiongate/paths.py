@@ -1,9 +1,13 @@
 """Where the project keeps things: one place for every path and name derived from the root.
 
     data/prepared/<dataset>/{train,val,test}   canonical splits (DVC stage outputs)
+    data/exclude/<dataset>.csv                  confirmed label mistakes left out (DVC-tracked)
+    .cache/views/<dataset>-...                  derived views (crops; without the exclusions)
+    .cache/quarantine/<dataset>/quarantine.csv  quarantine report + exclusions, for the run
     .cache/train/<key>/                         resumable training work dirs
     .cache/plots/<run id>/                      a run's report plots (logged to MLflow)
     .cache/records/<run id>/                    per-image test records the gate resamples
+    .cache/insight/<run id>/                    embeddings.npz, suspects.csv (logged to MLflow)
     .cache/robustness/<dataset>-<test md5>/     corrupted copies of the pinned test split
     .cache/champions/                           registered versions checked out for scoring
     .cache/stats/<dataset>/                     dataset statistics plots
@@ -48,11 +52,24 @@ class Project:
     def split(self, dataset: str, split: str) -> Path:
         return self.prepared(dataset) / split
 
+    def exclude_list(self, dataset: str) -> Path:
+        """Annotations and images the user excluded from training (visiongate data exclude)."""
+        return self.root / "data" / "exclude" / f"{dataset}.csv"
+
+    def quarantine_report(self, dataset: str) -> Path:
+        """The prepared quarantine report with the exclusions added (the prepared one is a
+        DVC output, never edited): what a retrain logs as data/quarantine.csv."""
+        return self.cache / "quarantine" / dataset / "quarantine.csv"
+
     def train_dir(self, key: str) -> Path:
         return self.cache / "train" / key
 
     def plots(self, run_id: str) -> Path:
         return self.cache / "plots" / run_id
+
+    def insight(self, run_id: str) -> Path:
+        """A run's test-split embeddings and suspected label mistakes (logged to MLflow)."""
+        return self.cache / "insight" / run_id
 
     def records(self, run_id: str) -> Path:
         """Per-image records of a run's candidate, champion and corrupted evaluations."""

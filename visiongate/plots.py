@@ -123,3 +123,19 @@ def robustness_bars(clean: float, corrupted: dict[str, float], metric: str,
     ax.set(ylabel=metric, ylim=(0, max(1.0, max(values) * 1.1)), title=f"Robustness: {metric}")
     ax.legend(fontsize=8)
     return _save(fig, out)
+
+
+def heatmap_gallery(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], out: Path,
+                    title: str) -> Path:
+    """One row per image, its panels (column title, RGB array) side by side."""
+    cols = max((len(panels) for _, panels in rows), default=1)
+    fig, axes = plt.subplots(max(len(rows), 1), cols, figsize=(3.2 * cols, 3.3 * max(len(rows), 1)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for row_axes, (name, panels) in zip(axes, rows):
+        for ax, (caption, picture) in zip(row_axes, panels):
+            ax.imshow(picture)
+            ax.set_title(f"{name}\n{caption}" if ax is row_axes[0] else caption, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, out)

@@ -11,6 +11,7 @@ from pathlib import Path
 from visiongate.config import RobustnessConfig
 from visiongate.gate_stats import MetricInterval
 from visiongate.gates import Check, GateResult, relative_drop
+from visiongate.outcomes import Insight
 
 PROMOTE = "PROMOTE"
 KEEP = "KEEP CHAMPION"
@@ -108,6 +109,33 @@ def _plot_links(plots: list[str], run_id: str | None) -> list[str]:
     return lines + [f"- [{Path(p).name}]({p})" for p in plots] + [""]
 
 
+def _insight(insight: Insight | None) -> list[str]:
+    """Heatmaps, the test-split map and the first suspected label mistakes."""
+    if insight is None or not (insight.heatmaps or insight.test_map or insight.suspects
+                               or insight.problems):
+        return []
+    lines = ["## Seeing inside the model and the data", ""]
+    lines += [f"- ⚠️ could not be made — {_cell(problem)}" for problem in insight.problems]
+    if insight.heatmaps:
+        lines += [f"![heatmaps]({insight.heatmaps})", "",
+                  f"[{Path(insight.heatmaps).name}]({insight.heatmaps}): the worst test images; "
+                  "red where the prediction depended most on the pixels (README \"Seeing "
+                  "inside\" says how to read it).", ""]
+    if insight.test_map:
+        lines += [f"- Test-split map: [{Path(insight.test_map).name}]({insight.test_map}) "
+                  f"(features: `{insight.embeddings}`)"]
+    if insight.suspects:
+        lines += [f"- Suspected label mistakes in train and val: {insight.suspects_count} "
+                  f"([{Path(insight.suspects).name}]({insight.suspects}); "
+                  "`visiongate data review` lists them)"]
+    if insight.top_suspects:
+        lines += ["", "| split | file | annotation | kind | score | detail |",
+                  "|---|---|---|---|---:|---|"]
+        lines += ["| " + " | ".join(_cell(v) for v in row[:6]) + " |"
+                  for row in insight.top_suspects]
+    return lines + [""]
+
+
 def _check_list(result: GateResult) -> list[str]:
     lines = ["## Gate checks", ""]
     if result.confidence is not None:
@@ -168,7 +196,8 @@ def gate_report(model_name: str, candidate: dict, champion: dict | None,
                 lineage: dict[str, str],
                 robustness: dict[str, dict[str, float]] | None = None,
                 robustness_cfg: RobustnessConfig | None = None,
-                plots: list[str] | None = None, run_id: str | None = None) -> str:
+                plots: list[str] | None = None, run_id: str | None = None,
+                insight: Insight | None = None) -> str:
     """One markdown page: verdict, candidate-vs-champion metrics, checks, robustness, lineage.
 
     The robustness table appears when ``robustness_cfg`` (the gate's
@@ -180,6 +209,7 @@ def gate_report(model_name: str, candidate: dict, champion: dict | None,
     lines += _metric_table(candidate, champion, champion_version, result)
     lines += _check_list(result)
     lines += _robustness_table(candidate, robustness, robustness_cfg, result)
+    lines += _insight(insight)
     lines += _plot_links(plots or [], run_id)
     lines += _lineage_table(lineage)
     return "\n".join(lines)

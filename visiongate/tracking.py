@@ -173,3 +173,65 @@ def log_model(uri: str, run_id: str, checkpoint: Path, example_image: Path) -> s
                           "class_names": list(meta.class_names),
                           "format_version": meta.format_version})
     return info.model_uri
+
+
+def latest_run_with_artifact(uri: str, experiment: str, model_name: str, artifact: str,
+                             max_runs: int = 200) -> str | None:
+    """Id of the newest run of `experiment` tagged model_name=<model_name> that logged the
+    file `artifact` (e.g. suspects/suspects.csv); None when no run (of the newest max_runs)
+    has it, or there is no such experiment."""
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    name = model_name.replace("\\", "\\\\").replace("'", "\\'")
+    runs = client.search_runs([found.experiment_id], f"tags.model_name = '{name}'",
+                              order_by=["attributes.start_time DESC"], max_results=max_runs)
+    for run in runs:
+        if _artifact_size(client, run.info.run_id, artifact) is not None:
+            return run.info.run_id
+    return None
+
+
+def _artifact_size(client: MlflowClient, run_id: str, artifact: str) -> int | None:
+    """Size in bytes (-1 when the store does not say) of a run's artifact file, or None."""
+    parent = artifact.rsplit("/", 1)[0] if "/" in artifact else None
+    for info in client.list_artifacts(run_id, parent):
+        if info.path == artifact and not info.is_dir:
+            return -1 if info.file_size is None else int(info.file_size)
+    return None
+
+
+def run_tags(uri: str, run_id: str) -> dict[str, str]:
+    """A run's tags; NotFound when there is no run with that id."""
+    from mlflow.exceptions import MlflowException
+
+    from visiongate.errors import NotFound
+
+    try:
+        return dict(MlflowClient(uri).get_run(run_id).data.tags)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise NotFound(f"no MLflow run {run_id!r} in {uri}") from None
+        raise
+
+
+def download_artifact(uri: str, run_id: str, artifact: str, dst_dir: Path,
+                      max_bytes: int) -> Path:
+    """A run's artifact file downloaded into dst_dir; NotFound when the run has no such
+    file, DataError when it is bigger than max_bytes (checked before downloading, where
+    the store says, and after)."""
+    from visiongate.errors import DataError, NotFound
+
+    client = MlflowClient(uri)
+    size = _artifact_size(client, run_id, artifact)
+    if size is None:
+        raise NotFound(f"run {run_id} has no artifact {artifact}")
+    if size > max_bytes:
+        raise DataError(f"artifact {artifact} of run {run_id} is {size} bytes, over the "
+                        f"limit {max_bytes}")
+    path = Path(client.download_artifacts(run_id, artifact, str(dst_dir)))
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > max_bytes:
+        raise DataError(f"artifact {artifact} of run {run_id} is not a plain file of at most "
+                        f"{max_bytes} bytes")
+    return path

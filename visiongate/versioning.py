@@ -104,6 +104,34 @@ def track(root: Path, path: str) -> None:
         repo.add([path])
 
 
+def tracked_md5(root: Path, path: str) -> str | None:
+    """The md5 that <path>.dvc pins for a file tracked with `dvc add`, or None."""
+    dvc_file = Path(root) / f"{path}.dvc"
+    if not dvc_file.is_file() or dvc_file.stat().st_size > 1 << 20:
+        return None
+    try:
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs") or []
+        return str(outs[0]["md5"]) if len(outs) == 1 else None
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def pin_file(root: Path, path: str) -> str:
+    """md5 of the file at <path> (relative to root), as its .dvc file pins it: `dvc add`
+    again when the file was edited since (or never tracked), so the pin is its bytes."""
+    from dvc.exceptions import DvcException
+
+    md5 = _md5(Path(root) / path)
+    if tracked_md5(root, path) != md5:
+        try:
+            track(root, path)
+        except DvcException as err:
+            raise DataError(f"`dvc add {path}` failed: {err}") from err
+        if tracked_md5(root, path) != md5:
+            raise DataError(f"`dvc add {path}` did not pin its md5 {md5} in {path}.dvc")
+    return md5
+
+
 def restore(root: Path, path: str) -> bool:
     """`dvc checkout <path>.dvc` when <path> is missing but tracked; True if it is there now."""
     from dvc.exceptions import DvcException

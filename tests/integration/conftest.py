@@ -19,6 +19,8 @@ TINY_PARAMS = {
                                        "max_relative_drop": 1.0}}},
     "segment": {"epochs": 1, "imgsz": 64, "batch": 4, "base_channels": 8,
                 "gate": {"floors": {"miou": 0.0}, "max_drop": {"miou": 1.0}}},
+    # heatmaps, map and suspects: on in test_retrain_flow's first test, off elsewhere (time)
+    "insight": {"heatmaps": False, "test_map": False, "suspects": False},
 }
 
 

@@ -15,6 +15,10 @@ pytestmark = pytest.mark.integration
 def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness):
     from flows.retrain import retrain
 
+    params_path = tiny_project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["insight"] = {"heatmaps": True, "test_map": True, "suspects": True}  # the default
+    params_path.write_text(yaml.safe_dump(params))
     first = retrain(str(tiny_project))
 
     lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())
@@ -38,6 +42,13 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
         report = client.download_artifacts(outcome.run_id, "gate_report.md")
         report_text = open(report).read()
         assert outcome.name in report_text
+        # what the run shows beside its numbers: heatmaps, the test-split map, suspects
+        insight = {f.path for d in ("plots", "map", "suspects")
+                   for f in client.list_artifacts(outcome.run_id, d)}
+        assert {"plots/heatmaps.png", "plots/test_map.png", "map/embeddings.npz",
+                "suspects/suspects.csv"} <= insight, insight
+        assert "## Seeing inside the model and the data" in report_text
+        assert "![heatmaps](plots/heatmaps.png)" in report_text
         if outcome.name == "shapes-detect":  # robustness configured for the detector only
             assert "## Robustness" in report_text and "fog" in report_text
             assert "robust/blur/map50" in run.data.metrics

@@ -22,6 +22,8 @@ from visiongate.models.classify import build_model, load_classifier_weights
 from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.yolo_classify import class_positions, export_classify_layout
 
+from explain_checks import check_explained
+
 K = 3  # circle, square, triangle
 
 
@@ -62,6 +64,7 @@ def test_single_label_family_trains_one_epoch_and_predicts_probabilities(family,
         assert np.all(p >= 0) and abs(float(p.sum()) - 1.0) < 1e-4
     again = models.load(checkpoint)(images[:2])
     np.testing.assert_allclose(np.stack(again), np.stack(preds[:2]), atol=1e-5)
+    check_explained(checkpoint, images[0], tmp_path / "explained")
 
 
 def test_multilabel_family_gives_sigmoids_and_stores_thresholds(data_root, tmp_path):

@@ -14,6 +14,8 @@ from visiongate import models
 from visiongate.config import DetectConfig, Params, SegmentConfig, SynthConfig
 from visiongate.datasets.synth import generate
 
+from explain_checks import check_explained
+
 K = 3  # synth classes: circle, square, triangle
 FAMILIES = [("detect", f) for f in ("yolo", "rtdetr", "fasterrcnn", "retinanet", "ssdlite")] + \
     [("segment", f) for f in ("unet", "fcn", "deeplabv3", "yolo", "maskrcnn")]
@@ -65,6 +67,7 @@ def test_family_trains_one_epoch_and_predicts(section, family, data_root, tmp_pa
         assert all(p.shape == (64, 64) and p.dtype == np.uint8 and p.max() <= K for p in preds)
     else:
         _check_detections(preds, 64, cfg.task == "instance")
+    check_explained(checkpoint, images[0], tmp_path / "explained")
 
 
 def test_switching_family_is_a_params_change():

@@ -87,3 +87,20 @@ def test_report_data_quality_check():
     assert not result.passed
     assert "quarantined 7 of 100 images (7.0%) > max 5.0%" in gate_report(
         "x", {"map50": 0.9}, None, None, result, {})
+
+
+def test_report_shows_heatmaps_map_and_first_suspects():
+    from visiongate.outcomes import Insight
+
+    candidate = {"map50": 0.9}
+    result = evaluate_gate(candidate, None, CFG)
+    insight = Insight("plots/heatmaps.png", "plots/test_map.png", "map/embeddings.npz",
+                      "suspects/suspects.csv", 2,
+                      (("train", "images/a|1.png", "7", "swapped_class", "0.0123", "x"),))
+    page = gate_report("shapes-detect", candidate, None, None, result, {}, insight=insight)
+    assert "![heatmaps](plots/heatmaps.png)" in page
+    assert "[test_map.png](plots/test_map.png)" in page and "`map/embeddings.npz`" in page
+    assert "Suspected label mistakes in train and val: 2" in page
+    assert "| train | images/a\\|1.png | 7 | swapped_class | 0.0123 | x |" in page
+    off = gate_report("shapes-detect", candidate, None, None, result, {}, insight=Insight())
+    assert "Seeing inside" not in off

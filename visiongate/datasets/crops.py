@@ -97,15 +97,25 @@ def crops_view(prepared_root: Path, cache_root: Path) -> Path:
     return view
 
 
-def model_data(prepared_root: Path, cache_root: Path, view: str) -> Path:
+def model_data(prepared_root: Path, cache_root: Path, view: str,
+               exclude_list: Path | None = None) -> Path:
     """Where a model task reads its splits: the prepared dataset itself (`view: image`), or
-    its crops view (`view: crops`; DataError when the dataset has no objects to crop)."""
-    if view == "image":
-        return Path(prepared_root)
-    if view != "crops":
+    its crops view (`view: crops`; DataError when the dataset has no objects to crop).
+    With a non-empty exclusion list (data/exclude/<dataset>.csv) the dataset is first the
+    view without the excluded items (exclude_view.py), then cropped; without one (or an
+    empty one), exactly the folders above."""
+    from visiongate.datasets import exclude, exclude_view
+    from visiongate.datasets.prepare import has_masks
+
+    if view not in ("image", "crops"):
         raise DataError(f"unknown data view {view!r} (image | crops)")
-    split = load_split(Path(prepared_root) / "train")
+    entries = exclude.read_list(exclude_list) if exclude_list is not None else []
+    data = exclude_view.excluded_view(Path(prepared_root), Path(cache_root), entries,
+                                      has_masks(prepared_root)) if entries else Path(prepared_root)
+    if view == "image":
+        return data
+    split = load_split(data / "train")
     if not any(split.annotations.values()):
         raise DataError(f"{prepared_root}: no objects to crop (image labels only): set "
                         "classify.view: image")
-    return crops_view(prepared_root, cache_root)
+    return crops_view(data, cache_root)

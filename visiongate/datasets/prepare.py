@@ -80,6 +80,21 @@ def has_masks(prepared_root: Path) -> bool:
     return any((Path(prepared_root) / s / "masks").is_dir() for s in splitting.SPLITS)
 
 
+def check_task_data(name: str, data: Path, tasks: list[str]) -> None:
+    """DataError naming the section to disable when the dataset cannot train a task: boxes
+    without masks (segment), image labels without objects (detect, segment)."""
+    from visiongate.datasets.image_labels import image_labels_only
+
+    labels_only = image_labels_only(data)
+    if "segment" in tasks and not has_masks(data):
+        kind = "image labels" if labels_only else "boxes"
+        raise DataError(f"dataset {name!r} has {kind} only, no masks: a segmentation "
+                        "model cannot train on it (set segment.enabled: false, or import masks)")
+    if "detect" in tasks and labels_only:
+        raise DataError(f"dataset {name!r} has image labels only, no boxes: a detector "
+                        "cannot train on it (set detect.enabled: false, or import boxes)")
+
+
 def tree_md5(root: Path) -> str:
     """md5 over every file's relative path and bytes under root (hidden entries included);
     a symbolic link counts as its target's name, never followed (folders: not entered)."""

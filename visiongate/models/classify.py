@@ -243,14 +243,22 @@ def predict_probabilities(model: nn.Module, paths: list[Path], imgsz: int, batch
     return out
 
 
-def load(checkpoint: Path, device: str = "auto"):
-    """predict(image_paths) with the weights loaded once: per image a float32 (K,) array of
-    class probabilities, index k-1 <-> category id k."""
+def network(checkpoint: Path) -> nn.Module:
+    """The trained module (CPU, eval mode): what `load` predicts with, and what
+    visiongate.explain looks inside."""
     checkpoint = Path(checkpoint)
     meta = CheckpointMeta.read(checkpoint)
     state = torch.load(meta.weights_path(checkpoint), map_location="cpu", weights_only=True)
     model = build_model(meta.family, len(meta.class_names))
     model.load_state_dict(state["state_dict"])
+    return model.eval()
+
+
+def load(checkpoint: Path, device: str = "auto"):
+    """predict(image_paths) with the weights loaded once: per image a float32 (K,) array of
+    class probabilities, index k-1 <-> category id k."""
+    meta = CheckpointMeta.read(Path(checkpoint))
+    model = network(checkpoint)
     config, dev, multi = meta.config, select_device(device), meta.task == "multilabel"
     return lambda image_paths: predict_probabilities(
         model, [Path(p) for p in image_paths], config["imgsz"], config["batch"], dev, multi)

@@ -191,10 +191,9 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     return out_dir
 
 
-def load(checkpoint: Path, device: str = "auto"):
-    """predict(image_paths) with the weights loaded once. Per image: boxes (N,4) xyxy
-    pixels, scores (N,), labels (N,) category ids, and for Mask R-CNN masks (N,H,W) bool
-    at the image's own size."""
+def network(checkpoint: Path) -> tuple[nn.Module, object, list[int]]:
+    """(the trained module in eval mode, its config, the category id of each label 1..K):
+    what `load` predicts with, and what visiongate.explain looks inside."""
     from visiongate.config import DetectConfig, SegmentConfig
 
     checkpoint = Path(checkpoint)
@@ -204,7 +203,15 @@ def load(checkpoint: Path, device: str = "auto"):
     cfg = section.model_validate(state["config"])
     model = build_model(cfg, len(state["category_ids"]) + 1)
     model.load_state_dict(state["state_dict"])
-    dev, ids = select_device(device), state["category_ids"]
+    return model.eval(), cfg, list(state["category_ids"])
+
+
+def load(checkpoint: Path, device: str = "auto"):
+    """predict(image_paths) with the weights loaded once. Per image: boxes (N,4) xyxy
+    pixels, scores (N,), labels (N,) category ids, and for Mask R-CNN masks (N,H,W) bool
+    at the image's own size."""
+    model, cfg, ids = network(checkpoint)
+    dev = select_device(device)
     model.to(dev)
 
     def predict(image_paths: list[Path]) -> list[dict]:

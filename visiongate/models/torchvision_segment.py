@@ -63,15 +63,22 @@ def train(cfg: SegmentConfig, data_root: Path, out_dir: Path, on_epoch: OnEpoch)
     return out_dir
 
 
-def load(checkpoint: Path, device: str = "auto"):
-    """predict(image_paths) with the weights loaded once: one (H,W) uint8 label map per
-    image, at the image's own size (0 = background, k = category id k)."""
+def network(checkpoint: Path) -> tuple[nn.Module, SegmentConfig]:
+    """(the trained module in eval mode, its config): what `load` predicts with, and what
+    visiongate.explain looks inside."""
     checkpoint = Path(checkpoint)
     weights = CheckpointMeta.read(checkpoint).weights_path(checkpoint)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     cfg = SegmentConfig.model_validate(state["config"])
     model = build_model(cfg, len(state["class_names"]) + 1)
     model.load_state_dict(state["state_dict"])
+    return model.eval(), cfg
+
+
+def load(checkpoint: Path, device: str = "auto"):
+    """predict(image_paths) with the weights loaded once: one (H,W) uint8 label map per
+    image, at the image's own size (0 = background, k = category id k)."""
+    model, cfg = network(checkpoint)
     dev = select_device(device)
     return lambda image_paths: predict_label_maps(
         model, [Path(p) for p in image_paths], cfg.imgsz, cfg.batch, dev, _logits)

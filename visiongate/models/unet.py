@@ -228,16 +228,24 @@ def predict_label_maps(model: nn.Module, paths: list[Path], imgsz: int, batch: i
     return out
 
 
-def load(checkpoint: Path, device: str = "auto"):
-    """predict(image_paths) with the weights loaded once: one (H,W) uint8 label map per
-    image, at the image's own size (0 = background, k = id k)."""
+def network(checkpoint: Path) -> tuple[nn.Module, dict]:
+    """(the trained module in eval mode, its config): what `load` predicts with, and what
+    visiongate.explain looks inside."""
     checkpoint = Path(checkpoint)
     weights = CheckpointMeta.read(checkpoint).weights_path(checkpoint) if checkpoint.is_dir() \
         else checkpoint
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    config, dev = state["config"], select_device(device)
+    config = state["config"]
     model = UNet(len(state["class_names"]) + 1, config["base_channels"], state["depth"])
     model.load_state_dict(state["state_dict"])
+    return model.eval(), config
+
+
+def load(checkpoint: Path, device: str = "auto"):
+    """predict(image_paths) with the weights loaded once: one (H,W) uint8 label map per
+    image, at the image's own size (0 = background, k = id k)."""
+    model, config = network(checkpoint)
+    dev = select_device(device)
     return lambda image_paths: predict_label_maps(
         model, [Path(p) for p in image_paths], config["imgsz"], config["batch"], dev,
         lambda m, x: [m(x)])

@@ -224,16 +224,23 @@ def _to_numpy(r, instance: bool) -> dict[str, np.ndarray]:
     return pred
 
 
+def network(checkpoint: Path):
+    """The ultralytics model object (its torch module: `.model`): what `load` predicts with,
+    and what visiongate.explain looks inside."""
+    ultralytics = _ultralytics()
+    meta = CheckpointMeta.read(checkpoint)
+    weights, instance = str(meta.weights_path(checkpoint)), meta.task == "instance"
+    with refused_as_model_error(Path(weights)):  # a pickle: ultralytics' safe loading only
+        return ultralytics.RTDETR(weights) if meta.family == "rtdetr" else \
+            ultralytics.YOLO(weights, task="segment" if instance else "detect")
+
+
 def load(checkpoint: Path):
     """predict(image_paths) with the weights loaded once. Per image: boxes, scores, labels
     (category ids 1..K); YOLO-seg adds masks (N,H,W) bool at the image's own size."""
-    ultralytics = _ultralytics()
     meta = CheckpointMeta.read(checkpoint)
-    weights, cfg = str(meta.weights_path(checkpoint)), meta.config
-    instance = meta.task == "instance"
-    with refused_as_model_error(Path(weights)):  # a pickle: ultralytics' safe loading only
-        model = ultralytics.RTDETR(weights) if meta.family == "rtdetr" else \
-            ultralytics.YOLO(weights, task="segment" if instance else "detect")
+    cfg, instance = meta.config, meta.task == "instance"
+    model = network(checkpoint)
 
     def predict(image_paths: list[Path]) -> list[dict[str, np.ndarray]]:
         with _all_cores():

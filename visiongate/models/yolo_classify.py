@@ -165,14 +165,20 @@ def class_positions(names: dict, k: int, weights: Path) -> np.ndarray:
     return positions
 
 
+def network(checkpoint: Path):
+    """The ultralytics model object (its torch module: `.model`): what `load` predicts with,
+    and what visiongate.explain looks inside."""
+    ultralytics = _ultralytics()
+    weights = CheckpointMeta.read(checkpoint).weights_path(checkpoint)
+    with refused_as_model_error(weights):  # a pickle: ultralytics' safe loading only
+        return ultralytics.YOLO(str(weights), task="classify")
+
+
 def load(checkpoint: Path):
     """predict(image_paths) with the weights loaded once: per image a float32 (K,) array
     of softmax probabilities, index k-1 <-> category id k."""
-    ultralytics = _ultralytics()
     meta = CheckpointMeta.read(checkpoint)
-    weights = meta.weights_path(checkpoint)
-    with refused_as_model_error(weights):  # a pickle: ultralytics' safe loading only
-        model = ultralytics.YOLO(str(weights), task="classify")
+    weights, model = meta.weights_path(checkpoint), network(checkpoint)
     k = len(meta.class_names)
     positions = class_positions(model.names, k, weights)
 
