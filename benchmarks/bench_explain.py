@@ -101,16 +101,17 @@ def _deletion(predict, meta, rgb: np.ndarray, order: np.ndarray, tmp: Path) -> f
     return float(np.trapezoid(scores, STEPS) / scores[0]) if scores[0] > 0 else float("nan")
 
 
-def measure(checkpoint: Path, split_dir: Path, seed: int = 0) -> dict:
+def measure(checkpoint: Path, split_dir: Path, method: str | None = None, seed: int = 0) -> dict:
     meta, split = models.CheckpointMeta.read(checkpoint), load_split(split_dir)
-    heat, predict = explainer(checkpoint), models.load(checkpoint)
+    heat, predict = explainer(checkpoint, method), models.load(checkpoint)
     rng = np.random.default_rng(seed)
-    hits, coverage, auc, auc_random = [], [], [], []
+    hits, coverage, auc, auc_random, methods = [], [], [], [], {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         for image in split.images:
             path = split.image_path(image)
             h = heat(path)
+            methods[h.target.split(":")[0]] = methods.get(h.target.split(":")[0], 0) + 1
             truth = _truth(split, image, meta, h.target)
             if not truth.any():
                 continue  # nothing to point at (no object, or background predicted)
@@ -122,7 +123,8 @@ def measure(checkpoint: Path, split_dir: Path, seed: int = 0) -> dict:
                                  Path(tmp)))
             auc_random.append(_deletion(predict, meta, rgb, rng.permutation(h.cam.size),
                                         Path(tmp)))
-    return {"family": meta.family, "task": meta.task, "images": len(hits),
+    method = ", ".join(f"{m} {n}" if len(methods) > 1 else m for m, n in methods.items())
+    return {"family": meta.family, "task": meta.task, "images": len(hits), "method": method,
             "pointing": float(np.mean(hits)) if hits else float("nan"),
             "baseline": float(np.mean(coverage)) if coverage else float("nan"),
             "auc": float(np.nanmean(auc)) if auc else float("nan"),
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--model", nargs="+", required=True, help="models:/NAME@ALIAS ...")
     parser.add_argument("--root", default=".")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--methods", nargs="+", default=["default"], help=(
+        "heatmap methods to compare; `default`: each family's own"))
     parser.add_argument("--write", action="store_true", help="update BENCHMARKS.md")
     args = parser.parse_args()
     root = Path(args.root).resolve()
@@ -146,18 +150,22 @@ def main() -> None:
         checkpoint = registry.checkout(uri, version, project.champions)
         view = models.CheckpointMeta.read(checkpoint).config.get("view", "image")
         data = model_data(project.prepared(params.dataset), project.views, view)
-        row = measure(checkpoint, data / args.split)
-        rows.append((f"{version.name} v{version.version}", row))
-        print(uri_of_model, row, flush=True)
+        for method in args.methods:
+            row = measure(checkpoint, data / args.split, None if method == "default" else method)
+            if method == "default":
+                row["method"] = f"default: {row['method']}"
+            rows.append((f"{version.name} v{version.version}", row))
+            print(uri_of_model, row, flush=True)
     lines = ["## Heatmap faithfulness", "",
-             f"`python benchmarks/bench_explain.py --model {' '.join(args.model)} --write` "
-             f"on the demo's champions, {args.split} split. Machine: {machine()}.", "",
+             f"`python benchmarks/bench_explain.py --model {' '.join(args.model)}"
+             f"{' --methods ' + ' '.join(args.methods) if args.methods != ['default'] else ''}"
+             " --write` "
+             f"in a fresh clone after `make demo`: the demo's champions, {args.split} split. "
+             f"Machine: {machine()}.", "",
              "| model | family (method) | images | pointing game | random baseline | "
              "deletion AUC | random order AUC | seconds |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, r in rows:
-        method = "eigencam" if r["family"] in ("yolo", "rtdetr") and r["task"] in (
-            "detect", "instance") else "gradcam"
-        lines.append(f"| {name} | {r['family']} ({method}) | {r['images']} | {r['pointing']:.3f} | "
+        lines.append(f"| {name} | {r['family']} ({r['method']}) | {r['images']} | {r['pointing']:.3f} | "
                      f"{r['baseline']:.3f} | {r['auc']:.3f} | {r['auc_random']:.3f} | "
                      f"{r['seconds']:.0f} |")
     lines += ["", "Pointing game: share of images whose heatmap maximum lies inside the truth "

@@ -246,7 +246,11 @@ def render(args, meta: CheckpointMeta, totals: dict, seconds: float) -> str:
     source = args.checkpoint or args.model
     epochs = meta.config.get("epochs", "?")
     names = list(totals)
-    intro = (f"`benchmarks/bench_suspects.py --split-dir {args.split_dir} --rate {args.rate} "
+    try:  # the split as the command was typed in the project (--root)
+        where = Path(args.split_dir).resolve().relative_to(Path(args.root).resolve())
+    except ValueError:
+        where = args.split_dir
+    intro = (f"`benchmarks/bench_suspects.py --split-dir {where} --rate {args.rate} "
              f"--seed {args.seed} --seeds {args.seeds}` with {source} ({meta.family} "
              f"{meta.task}, {epochs} epochs, imgsz {meta.imgsz}) on {machine()}. Mistakes "
              "injected into copies of the split's labels, one per seed, counts summed over "
@@ -258,7 +262,7 @@ def render(args, meta: CheckpointMeta, totals: dict, seconds: float) -> str:
              "badly_placed (suspects._evidence_iou). Scoring took "
              f"{seconds:.1f} s in all.")
     head = " | ".join(f"recall@N {n}" for n in names)
-    lines = [SECTION, "", intro, "",
+    lines = [f"{SECTION}: {meta.family} {meta.task}, {args.split_dir.name} split", "", intro, "",
              f"| kind | injected N | {head} | flagged | rows |",
              "|---|---:|" + "---:|" * len(names) + "---:|---:|"]
     for kind, (n, _, anywhere, rows) in totals[names[0]].items():

@@ -101,8 +101,10 @@ def _review(args: argparse.Namespace) -> int:
             continue
         suspects = _suspects(uri, run_id)
         shown = suspects[:args.top]
-        print(f"{model} — run {run_id}: {len(suspects)} suspected label mistake(s); "
-              f"lowest score = most suspect" + (f"; the top {len(shown)}:" if shown else ""))
+        flagged = sum(s.score < review.ISSUE_SCORE for s in suspects)
+        print(f"{model} — run {run_id}: {len(suspects)} labels ranked by quality, {flagged} "
+              f"below {review.ISSUE_SCORE} (likely mistakes); lowest = most suspect"
+              + (f"; the top {len(shown)}:" if shown else ""))
         if shown:
             print(review.table(shown))
             print(f"exclude these {len(shown)} from training: visiongate data exclude "

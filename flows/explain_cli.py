@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 # = visiongate.explain.METHODS (not imported here: `--help` stays light; a test checks)
-METHODS = ("eigencam", "gradcam", "gradcam++")
+METHODS = ("eigencam", "gradcam", "gradcam++", "layercam")
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -46,7 +46,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         "models:/NAME@ALIAS or models:/NAME/VERSION, e.g. models:/shapes-detect@champion"))
     explain.add_argument("--out", required=True, help="folder for the PNGs")
     explain.add_argument("--method", choices=METHODS, help=(
-        "default: the family's own (eigencam for ultralytics detectors, gradcam otherwise)"))
+        "default: the family's own (layercam for ultralytics detectors, gradcam otherwise)"))
     explain.add_argument("--root", default=".", help="project root holding params.yaml")
     explain.add_argument("--params", default="params.yaml", help="params file, relative to --root")
     explain.set_defaults(func=_explain)

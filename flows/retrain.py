@@ -225,7 +225,7 @@ def show_insight(job: Job, checkpoint: str, scores: Scores, run_id: str) -> Insi
     suspected label mistakes of train and val. Logged under `map/` and `suspects/`. None
     of it decides anything: a part that fails is a warning and a line in the report."""
     cfg, out = job.params.insight, job.project.insight(run_id)
-    written, count, top, problems = [], 0, (), []
+    written, count, flagged, top, problems = [], 0, 0, (), []
     try:
         if cfg.heatmaps or cfg.test_map:
             written = explain_candidate(checkpoint, scores.champion_path, job.split("test"),
@@ -235,9 +235,9 @@ def show_insight(job: Job, checkpoint: str, scores: Scores, run_id: str) -> Insi
         problems.append(f"heatmaps / test-split map: {type(err).__name__}: {err}"[:500])
     try:
         if cfg.suspects:
-            count, top = find_suspects(checkpoint, job.data_root,
-                                       str(job.project.prepared(job.params.dataset)),
-                                       str(out / "suspects"))
+            count, flagged, top = find_suspects(
+                checkpoint, job.data_root, str(job.project.prepared(job.params.dataset)),
+                str(out / "suspects"))
     except Exception as err:  # noqa: BLE001
         problems.append(f"suspected label mistakes: {type(err).__name__}: {err}"[:500])
     for problem in problems:
@@ -247,7 +247,7 @@ def show_insight(job: Job, checkpoint: str, scores: Scores, run_id: str) -> Insi
     return Insight(*(f"{where}/{name}" if name in names else None for where, name in (
         ("plots", "heatmaps.png"), ("plots", "test_map.png"), ("map", "embeddings.npz"))),
         "suspects/suspects.csv" if (out / "suspects" / "suspects.csv").is_file() else None,
-        count, top, tuple(problems))
+        count, flagged, top, tuple(problems))
 
 
 def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str | None,

@@ -22,11 +22,11 @@ def explain_candidate(checkpoint: str, champion: str | None, split_dir: str, plo
 
 @task
 def find_suspects(checkpoint: str, data_root: str, prepared: str,
-                  out_dir: str) -> tuple[int, tuple[tuple[str, ...], ...]]:
+                  out_dir: str) -> tuple[int, int, tuple[tuple[str, ...], ...]]:
     """Suspected label mistakes in the train and val splits the model trained on
     (`data_root`: the dataset or its view) into out_dir/suspects.csv, with a gallery of the
     first ones (suspects.png) drawn on the prepared dataset's images, which the rows name.
-    Returns (rows, the first TOP rows as text for the report)."""
+    Returns (rows, rows below ISSUE_SCORE, the first TOP rows as text for the report)."""
     from visiongate import suspects
 
     names = ("train", "val")
@@ -39,4 +39,4 @@ def find_suspects(checkpoint: str, data_root: str, prepared: str,
                                   out / "suspects.png")
     top = tuple((r.split, r.file, "" if r.annotation is None else str(r.annotation), r.kind,
                  f"{r.score:.4f}", r.detail) for r in rows[:TOP])
-    return len(rows), top
+    return len(rows), sum(r.score < suspects.ISSUE_SCORE for r in rows), top

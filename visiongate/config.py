@@ -97,7 +97,7 @@ class InsightConfig(Frozen):
     heatmaps: bool = True     # heatmaps.png: the worst test images, candidate beside champion
     test_map: bool = True     # test_map.png + embeddings.npz: t-SNE of the test split
     suspects: bool = True     # suspects.csv: suspected label mistakes in train and val
-    method: Literal["gradcam", "gradcam++", "eigencam"] | None = None  # None: each family's own
+    method: Literal["gradcam", "gradcam++", "layercam", "eigencam"] | None = None  # None: each family's
 
 
 class Params(Frozen):

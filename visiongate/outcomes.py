@@ -47,7 +47,8 @@ class Insight:
     test_map: str | None = None
     embeddings: str | None = None
     suspects: str | None = None
-    suspects_count: int = 0
+    suspects_count: int = 0          # rows ranked (the lowest 1,000 at most)
+    suspects_flagged: int = 0        # rows below suspects_csv.ISSUE_SCORE
     top_suspects: tuple[tuple[str, ...], ...] = ()
     problems: tuple[str, ...] = ()  # parts that failed (a warning, never a refusal)
 

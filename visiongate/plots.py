@@ -130,7 +130,7 @@ def heatmap_gallery(rows: list[tuple[str, list[tuple[str, np.ndarray]]]], out: P
     """One row per image, its panels (column title, RGB array) side by side."""
     cols = max((len(panels) for _, panels in rows), default=1)
     fig, axes = plt.subplots(max(len(rows), 1), cols, figsize=(3.2 * cols, 3.3 * max(len(rows), 1)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     for row_axes, (name, panels) in zip(axes, rows):

@@ -125,9 +125,10 @@ def _insight(insight: Insight | None) -> list[str]:
         lines += [f"- Test-split map: [{Path(insight.test_map).name}]({insight.test_map}) "
                   f"(features: `{insight.embeddings}`)"]
     if insight.suspects:
-        lines += [f"- Suspected label mistakes in train and val: {insight.suspects_count} "
+        lines += [f"- Label quality of train and val: {insight.suspects_count} labels ranked, "
+                  f"{insight.suspects_flagged} below 0.1 — likely mistakes "
                   f"([{Path(insight.suspects).name}]({insight.suspects}); "
-                  "`visiongate data review` lists them)"]
+                  "`visiongate data review` lists them, lowest first)"]
     if insight.top_suspects:
         lines += ["", "| split | file | annotation | kind | score | detail |",
                   "|---|---|---|---|---:|---|"]

@@ -38,10 +38,10 @@ def heatmap_rows(candidate: Path, champion: Path | None, images: list[Path],
         rgb = read_rgb(image)
         ours = heat(image)
         panels = [("candidate's predictions", drawn(image, predict([image])[0], meta)),
-                  (f"candidate: {ours.target}", heat_panel(rgb, ours))]
+                  (f"candidate — {ours.target}", heat_panel(rgb, ours))]
         if theirs is not None:
             other = theirs(image)
-            panels.append((f"champion: {other.target}", heat_panel(rgb, other)))
+            panels.append((f"champion — {other.target}", heat_panel(rgb, other)))
         rows.append((image.name, panels))
     return rows
 

@@ -26,11 +26,8 @@ one scale: compare rows of one kind.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import heapq
-import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +37,13 @@ from visiongate.datasets import safe_load
 from visiongate.datasets.coco import Split, load_split, read_semantic_mask
 from visiongate.datasets.image_labels import labels_of
 from visiongate.errors import DataError, NotFound
+from visiongate.suspects_csv import (ISSUE_SCORE, KINDS, Box, Suspect,  # noqa: F401 (API)
+                                     read_suspects, write_suspects)
 
-KINDS = ("swapped_class", "missing_box", "badly_placed", "wrong_label", "bad_mask")
-HEADER = ("split", "file", "annotation", "kind", "score", "detail", "model_box")
 DETECTION_TASKS = ("detect", "instance")
 ALPHA, EUC_FACTOR = 0.9, 0.1  # ObjectLab's box similarity (cleanlab.internal.constants)
 MATCH_IOU = 0.5  # a predicted box this close to a labelled box is that box's prediction
 BATCH = 32
-MAX_CSV_BYTES = 64 * 2**20
-MAX_DETAIL = 500
-Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -63,17 +57,6 @@ class BoxThresholds:
     boxes there (0.95/0.5: 7 % and 62 %; benchmarks/bench_suspects.py, 5 seeds)."""
     high: float = 0.5
     low: float = 0.3
-
-
-@dataclass(frozen=True)
-class Suspect:
-    split: str
-    file: str                    # file_name relative to the split dir (a crop's source image)
-    annotation: int | None       # COCO annotation id; None: image-level, or a missing box
-    kind: str                    # one of KINDS
-    score: float                 # label quality in [0, 1]; lower = more suspect
-    detail: str                  # what the model sees instead, in words
-    model_box: Box | None = None  # the model's box behind the row (xyxy px), if any
 
 
 def _sort_key(row: Suspect):
@@ -338,69 +321,6 @@ def find_suspects(checkpoint: Path, split_dirs: dict[str, Path], limit: int = 10
     return worst
 
 
-# ---- CSV -------------------------------------------------------------------------------
-def _printable(text: str) -> str:
-    """Control characters (from class or file names) as "?": one row stays one line."""
-    return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def write_suspects(rows: list[Suspect], path: Path) -> Path:
-    """CSV with HEADER; score to 4 decimals, model_box "x0 y0 x1 y1" or empty."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(HEADER)
-        for r in rows:
-            box = "" if r.model_box is None else " ".join(f"{v:g}" for v in r.model_box)
-            writer.writerow([_printable(r.split), _printable(r.file),
-                             "" if r.annotation is None else r.annotation, r.kind,
-                             f"{r.score:.4f}", _printable(r.detail)[:MAX_DETAIL], box])
-    return path
-
-
-def _parse_row(values: list[str]) -> Suspect:
-    if len(values) != len(HEADER):
-        raise ValueError(f"{len(values)} fields, expected {len(HEADER)}")
-    split, file, ann, kind, score, detail, box = values
-    if not split or not file or kind not in KINDS or len(detail) > MAX_DETAIL or \
-            not (split + file + detail).isprintable():
-        raise ValueError("empty split/file, unknown kind, control characters or detail "
-                         "too long")
-    quality = float(score)
-    coords = [float(v) for v in box.split()]
-    if not 0 <= quality <= 1 or len(coords) not in (0, 4) or \
-            not all(math.isfinite(v) for v in coords):
-        raise ValueError("score outside [0, 1] or model_box not 4 finite numbers")
-    return Suspect(split, file, int(ann) if ann else None, kind, quality, detail,
-                   _box(coords) if coords else None)
-
-
-def read_suspects(path: Path) -> list[Suspect]:
-    """The rows of a suspects CSV (write_suspects); a file over MAX_CSV_BYTES, another
-    header or a bad row is a DataError naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise NotFound(f"no suspects file at {path}")
-    text = safe_load.read_text(path, MAX_CSV_BYTES)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows = []
-    try:
-        if tuple(next(reader, ())) != HEADER:
-            raise DataError(f"{path}: not a suspects CSV (header must be {','.join(HEADER)})")
-        for values in reader:
-            try:
-                rows.append(_parse_row(values))
-            except ValueError as err:
-                raise DataError(f"{path}:{reader.line_num}: bad suspect row "
-                                f"({safe_load.cut(err, 120)})") from None
-    except csv.Error as err:
-        raise DataError(f"{path}:{reader.line_num}: not readable CSV "
-                        f"({safe_load.cut(err, 120)})") from None
-    return rows
-
-
-# ---- gallery ---------------------------------------------------------------------------
 def _picture(row: Suspect, split_dirs: dict[str, Path], splits: dict[str, Split]):
     """(image, labelled box or None) of a row; None when its file is not inside its split."""
     if row.split not in split_dirs:

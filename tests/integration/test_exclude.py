@@ -67,7 +67,7 @@ def test_review_prints_the_suspects_of_the_latest_run_or_says_there_are_none(tmp
                            + "train,images/000004.png,7,badly_placed,0.61,IoU 0.3\n")
     assert main(["data", "review", "shapes", "--top", "2", "--root", str(root)]) == 0
     out = capsys.readouterr().out
-    assert f"shapes-detect — run {run_id}: 3 suspected label mistake(s)" in out
+    assert f"shapes-detect — run {run_id}: 3 labels ranked by quality, 1 below 0.1" in out
     assert "shapes-segment: no run has logged suspects/suspects.csv yet" in out
     lines = out.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("#"))

@@ -95,12 +95,12 @@ def test_report_shows_heatmaps_map_and_first_suspects():
     candidate = {"map50": 0.9}
     result = evaluate_gate(candidate, None, CFG)
     insight = Insight("plots/heatmaps.png", "plots/test_map.png", "map/embeddings.npz",
-                      "suspects/suspects.csv", 2,
+                      "suspects/suspects.csv", 2, 1,
                       (("train", "images/a|1.png", "7", "swapped_class", "0.0123", "x"),))
     page = gate_report("shapes-detect", candidate, None, None, result, {}, insight=insight)
     assert "![heatmaps](plots/heatmaps.png)" in page
     assert "[test_map.png](plots/test_map.png)" in page and "`map/embeddings.npz`" in page
-    assert "Suspected label mistakes in train and val: 2" in page
+    assert "Label quality of train and val: 2 labels ranked, 1 below 0.1" in page
     assert "| train | images/a\\|1.png | 7 | swapped_class | 0.0123 | x |" in page
     off = gate_report("shapes-detect", candidate, None, None, result, {}, insight=Insight())
     assert "Seeing inside" not in off

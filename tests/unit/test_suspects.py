@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiongate import suspects
+from visiongate import suspects, suspects_csv
 from visiongate.datasets.coco import load_split
 from visiongate.errors import DataError
 from visiongate.suspects import Suspect, score_predictions
@@ -194,7 +194,7 @@ def test_find_suspects_predicts_each_split_and_keeps_the_worst(tmp_path, monkeyp
 
 ROWS = [Suspect("val", "images/002.png", 6, "swapped_class", 0.00123,
                 'labelled circle; the model sees "square", (0.99)', (34.0, 34.0, 58.0, 58.0)),
-        Suspect("test", "images/001.png", None, "missing_box", 0.5, "missing box: square",
+        Suspect("train", "images/001.png", None, "missing_box", 0.5, "missing box: square",
                 (6.5, 30.0, 26.0, 50.0)),
         Suspect("val", "images/000.png", None, "wrong_label", 1.0, "labelled circle")]
 
@@ -210,13 +210,14 @@ def test_csv_round_trip(tmp_path):
 
 @pytest.mark.parametrize("text", [
     "a,b\n1,2\n",                                                   # another header
-    "split,file,annotation,kind,score,detail,model_box\nv,f,,eaten,0.1,d,\n",   # kind
-    "split,file,annotation,kind,score,detail,model_box\nv,f,,bad_mask,nan,d,\n",
-    "split,file,annotation,kind,score,detail,model_box\nv,f,x,bad_mask,0.1,d,\n",
-    "split,file,annotation,kind,score,detail,model_box\nv,f,,bad_mask,0.1,d,1 2 inf 4\n",
-    "split,file,annotation,kind,score,detail,model_box\nv,f,,bad_mask,0.1\n",
-    "split,file,annotation,kind,score,detail,model_box\nv,f,,bad_mask,0.1,\0,\n",
-    "split,file,annotation,kind,score,detail,model_box\nv,f,,bad_mask,0.1,\"" + "x" * 200_000,
+    "split,file,annotation,kind,score,detail,model_box\nval,f,,eaten,0.1,d,\n",   # kind
+    "split,file,annotation,kind,score,detail,model_box\nval,f,,bad_mask,nan,d,\n",
+    "split,file,annotation,kind,score,detail,model_box\nval,f,x,bad_mask,0.1,d,\n",
+    "split,file,annotation,kind,score,detail,model_box\nval,f,,bad_mask,0.1,d,1 2 inf 4\n",
+    "split,file,annotation,kind,score,detail,model_box\nval,f,,bad_mask,0.1\n",
+    "split,file,annotation,kind,score,detail,model_box\nval,/etc/passwd,,bad_mask,0.1,d,\n",
+    "split,file,annotation,kind,score,detail,model_box\ntest,f,,bad_mask,0.1,d,\n",
+    "split,file,annotation,kind,score,detail,model_box\nval,f,,bad_mask,0.1,\"" + "x" * 200_000,
 ])
 def test_a_hostile_csv_is_a_data_error(tmp_path, text):
     path = tmp_path / "suspects.csv"
@@ -225,8 +226,15 @@ def test_a_hostile_csv_is_a_data_error(tmp_path, text):
         suspects.read_suspects(path)
 
 
+def test_control_characters_in_a_detail_are_replaced(tmp_path):
+    path = tmp_path / "suspects.csv"
+    path.write_text("split,file,annotation,kind,score,detail,model_box\n"
+                    "val,f.png,,bad_mask,0.1,a\0b\x1b[31m,\n")
+    assert suspects.read_suspects(path)[0].detail == "a?b?[31m"
+
+
 def test_an_oversized_csv_is_refused_before_parsing(tmp_path, monkeypatch):
-    monkeypatch.setattr(suspects, "MAX_CSV_BYTES", 100)
+    monkeypatch.setattr(suspects_csv, "MAX_CSV_BYTES", 100)
     path = suspects.write_suspects(ROWS * 3, tmp_path / "suspects.csv")
     with pytest.raises(DataError, match="bigger than"):
         suspects.read_suspects(path)

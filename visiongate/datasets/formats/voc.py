@@ -157,8 +157,8 @@ def read(root: Path) -> Source:
     names = base.read_names(root)
     issues: list[Issue] = []
     items: list[Item] = []
-    for annotations in _find_annotation_dirs(root):
-        items.extend(_read_dir(annotations.parent, root, names, issues))
+    for annotations_dir in _find_annotation_dirs(root):
+        items.extend(_read_dir(annotations_dir.parent, root, names, issues))
     classes = names or sorted({o.category for item in items for o in item.objects})
     if len(classes) > safe_load.MAX_CLASSES:
         raise DataError(f"{root}: {len(classes)} class names in the XMLs (at most "
