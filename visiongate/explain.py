@@ -65,7 +65,8 @@ class _Net:
 
 
 class _FirstOutput(nn.Module):
-    """Ultralytics modules return (output, features) tuples in eval mode: keep the first."""
+    """Ultralytics modules return (output, features) tuples in eval mode, nested for
+    YOLO-seg: keep the output."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -73,7 +74,9 @@ class _FirstOutput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
-        return out[0] if isinstance(out, (tuple, list)) else out
+        while isinstance(out, (tuple, list)):  # YOLO-seg: ((output, protos), extras)
+            out = out[0]
+        return out
 
 
 class _SegmentationOut(nn.Module):

@@ -155,7 +155,7 @@ def test_splits_are_seeded_and_exact(tmp_path, sources):
                 cfg=CFG)
     b = prepare("yolo", src, tmp_path / "b", parse_ratios("train=0.5,val=0.25,test=0.25"), seed=3,
                 cfg=CFG)
-    assert a["images"] == {"train": 10, "val": 5, "test": 5}
+    assert a["images"] == b["images"] == {"train": 10, "val": 5, "test": 5}
     assert tree_md5(tmp_path / "a") == tree_md5(tmp_path / "b")
     prepare("yolo", src, tmp_path / "c", parse_ratios("train=0.5,val=0.25,test=0.25"), seed=4,
             cfg=CFG)
