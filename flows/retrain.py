@@ -17,10 +17,9 @@ from tasks.data import describe_data, model_data, report_exclusions, validate_da
     verify_data, version_data, version_exclusions
 from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.gate import gate
-from tasks.insight import explain_candidate, find_suspects
 from tasks.registry import alias_version, checkout, log_model, promote, register, \
     unchanged_version
-from tasks.tracking import log_dataset, log_insight, log_results, start_run
+from tasks.tracking import log_dataset, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
 from visiongate.config import (ClassifyConfig, DetectConfig, Params, SegmentConfig, check_deep,
@@ -34,6 +33,7 @@ from visiongate.gate_stats import RecordFiles
 from visiongate.gates import GateResult
 from visiongate.models.meta import CheckpointMeta
 from visiongate.lineage import IDENTITY, flatten, identity, lineage_tags, params_hash
+from flows.insight import show_insight
 from visiongate.outcomes import DatasetInfo, Insight, Outcome
 from visiongate.paths import Project, registry_name
 
@@ -158,7 +158,7 @@ def retrain_one(job: Job) -> Outcome:
     try:
         checkpoint = train_candidate(job, run_id)
         scores = score(job, checkpoint, run_id)
-        insight = show_insight(job, checkpoint, scores, run_id)
+        insight = show_insight(job, checkpoint, scores.champion_path, run_id)
         verdict, report = decide(job, scores, run_id, insight)
         version = record(job, run_id, checkpoint, verdict, report)
     except BaseException:
@@ -217,37 +217,6 @@ def score(job: Job, checkpoint: str, run_id: str) -> Scores:
         plot_robustness(metrics, robustness, robust_cfg, plots_dir)
     return Scores(metrics, champion, champion_metrics, robustness, records, problem,
                   champion_path)
-
-
-def show_insight(job: Job, checkpoint: str, scores: Scores, run_id: str) -> Insight:
-    """What the run shows beside its numbers (params.yaml `insight:`): heatmaps of the
-    worst test images (the champion's beside the candidate's), the test-split map, and the
-    suspected label mistakes of train and val. Logged under `map/` and `suspects/`. None
-    of it decides anything: a part that fails is a warning and a line in the report."""
-    cfg, out = job.params.insight, job.project.insight(run_id)
-    written, count, flagged, top, problems = [], 0, 0, (), []
-    try:
-        if cfg.heatmaps or cfg.test_map:
-            written = explain_candidate(checkpoint, scores.champion_path, job.split("test"),
-                                        str(job.project.plots(run_id)), str(out / "map"),
-                                        cfg.heatmaps, cfg.test_map, cfg.method)
-    except Exception as err:  # noqa: BLE001 — diagnostics never block the gate
-        problems.append(f"heatmaps / test-split map: {type(err).__name__}: {err}"[:500])
-    try:
-        if cfg.suspects:
-            count, flagged, top = find_suspects(
-                checkpoint, job.data_root, str(job.project.prepared(job.params.dataset)),
-                str(out / "suspects"))
-    except Exception as err:  # noqa: BLE001
-        problems.append(f"suspected label mistakes: {type(err).__name__}: {err}"[:500])
-    for problem in problems:
-        get_run_logger().warning("%s: %s", job.name, problem)
-    log_insight(job.uri, run_id, str(out))
-    names = {Path(p).name for p in written}
-    return Insight(*(f"{where}/{name}" if name in names else None for where, name in (
-        ("plots", "heatmaps.png"), ("plots", "test_map.png"), ("map", "embeddings.npz"))),
-        "suspects/suspects.csv" if (out / "suspects" / "suspects.csv").is_file() else None,
-        count, flagged, top, tuple(problems))
 
 
 def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str | None,

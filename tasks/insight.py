@@ -28,6 +28,7 @@ def find_suspects(checkpoint: str, data_root: str, prepared: str,
     first ones (suspects.png) drawn on the prepared dataset's images, which the rows name.
     Returns (rows, rows below ISSUE_SCORE, the first TOP rows as text for the report)."""
     from visiongate import suspects
+    from visiongate.plots_suspects import suspects_gallery
 
     names = ("train", "val")
     rows = suspects.find_suspects(Path(checkpoint), {s: Path(data_root) / s for s in names})
@@ -35,7 +36,7 @@ def find_suspects(checkpoint: str, data_root: str, prepared: str,
     out.mkdir(parents=True, exist_ok=True)
     suspects.write_suspects(rows, out / "suspects.csv")
     if rows:
-        suspects.suspects_gallery(rows, {s: Path(prepared) / s for s in names},
+        suspects_gallery(rows, {s: Path(prepared) / s for s in names},
                                   out / "suspects.png")
     top = tuple((r.split, r.file, "" if r.annotation is None else str(r.annotation), r.kind,
                  f"{r.score:.4f}", r.detail) for r in rows[:TOP])

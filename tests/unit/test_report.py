@@ -104,3 +104,13 @@ def test_report_shows_heatmaps_map_and_first_suspects():
     assert "| train | images/a\\|1.png | 7 | swapped_class | 0.0123 | x |" in page
     off = gate_report("shapes-detect", candidate, None, None, result, {}, insight=Insight())
     assert "Seeing inside" not in off
+
+
+def test_report_says_which_diagnostic_could_not_be_made():
+    from visiongate.outcomes import Insight
+
+    result = evaluate_gate({"map50": 0.9}, None, CFG)
+    page = gate_report("m", {"map50": 0.9}, None, None, result, {},
+                       insight=Insight(problems=("heatmaps / test-split map: OSError: disk full",)))
+    assert "could not be made — heatmaps / test-split map: OSError: disk full" in page
+    assert "PROMOTE" in page  # a diagnostic never decides

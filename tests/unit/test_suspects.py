@@ -10,6 +10,7 @@ from PIL import Image
 from visiongate import suspects, suspects_csv
 from visiongate.datasets.coco import load_split
 from visiongate.errors import DataError
+from visiongate.plots_suspects import suspects_gallery
 from visiongate.suspects import Suspect, score_predictions
 
 NAMES = ["circle", "square"]
@@ -245,7 +246,7 @@ def test_gallery_draws_the_rows_inside_their_split(tmp_path):
     rows = [Suspect("val", "../val/../../etc/passwd", None, "missing_box", 0.0, "escape"),
             Suspect("val", "images/002.png", 6, "swapped_class", 0.1, "d", (34, 34, 58, 58)),
             Suspect("val", "images/001.png", None, "missing_box", 0.2, "d", (6, 30, 26, 50))]
-    out = suspects.suspects_gallery(rows, {"val": root}, tmp_path / "out" / "suspects.png")
+    out = suspects_gallery(rows, {"val": root}, tmp_path / "out" / "suspects.png")
     assert out.is_file() and Image.open(out).size[0] > 300
-    empty = suspects.suspects_gallery([], {"val": root}, tmp_path / "empty.png")
+    empty = suspects_gallery([], {"val": root}, tmp_path / "empty.png")
     assert empty.is_file()

@@ -85,7 +85,9 @@ def read_semantic_mask(split: Split, image: dict) -> np.ndarray:
     return mask
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
+    """dst as a hard link to src (no bytes copied), a copy where links cannot be made."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
     except OSError:  # other filesystem, or links not allowed there
@@ -115,7 +117,7 @@ def _export_split(split: Split, name: str, out_dir: Path, class_index: dict[int,
             raise DataError(f"{split.root}: two images named {file_name!r}; "
                             "YOLO needs unique names")
         seen.add(file_name)
-        _link_or_copy(split.image_path(image), images_dir / file_name)
+        link_or_copy(split.image_path(image), images_dir / file_name)
         lines = _yolo_lines(split.annotations.get(image["id"], []), image, class_index)
         label = labels_dir / (Path(file_name).stem + ".txt")
         label.write_text("".join(line + "\n" for line in lines))

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 
 from visiongate.datasets import exclude, safe_load
-from visiongate.datasets.coco import load_split
+from visiongate.datasets.coco import link_or_copy, load_split
 from visiongate.datasets.exclude import Exclusion
 from visiongate.errors import DataError
 from visiongate.paths import SPLITS
@@ -53,14 +53,6 @@ def fingerprint(prepared_root: Path, entries: list[Exclusion], masks: bool) -> s
     return digest.hexdigest()[:16]
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dst)
-    except OSError:  # another filesystem, or links not allowed there
-        shutil.copy2(src, dst)
-
-
 def _filtered(split_dir: Path, entries: list[Exclusion], masks: bool) -> tuple[dict, set[str]]:
     """(the split's COCO dict without the excluded items, files of the dropped images)."""
     split = load_split(split_dir)
@@ -86,13 +78,13 @@ def _filtered(split_dir: Path, entries: list[Exclusion], masks: bool) -> tuple[d
 def _write_split(split_dir: Path, out: Path, entries: list[Exclusion], masks: bool) -> None:
     if not entries:  # the test split, or a split without exclusions: as it is
         for path in _files(split_dir):
-            _link_or_copy(path, out / path.relative_to(split_dir))
+            link_or_copy(path, out / path.relative_to(split_dir))
         return
     coco, dropped = _filtered(split_dir, entries, masks)
     for path in _files(split_dir):
         rel = path.relative_to(split_dir).as_posix()
         if rel != "annotations.json" and rel not in dropped:
-            _link_or_copy(path, out / rel)
+            link_or_copy(path, out / rel)
     (out / "annotations.json").write_text(json.dumps(coco))
 
 
@@ -113,7 +105,7 @@ def excluded_view(prepared_root: Path, cache_root: Path, entries: list[Exclusion
     partial.mkdir(parents=True)
     for path in prepared_root.iterdir():  # info.json, quarantine.csv: as they are
         if path.is_file() and not path.is_symlink():
-            _link_or_copy(path, partial / path.name)
+            link_or_copy(path, partial / path.name)
     for split in SPLITS:
         if (prepared_root / split / "annotations.json").is_file():
             mine = [e for e in entries if e.split == split]

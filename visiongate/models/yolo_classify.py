@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from visiongate import augment
-from visiongate.datasets.coco import _link_or_copy, load_split  # as the YOLO export
+from visiongate.datasets.coco import link_or_copy, load_split  # as the YOLO export
 from visiongate.datasets.image_labels import single_label_images
 from visiongate.devices import ultralytics_device
 from visiongate.errors import DataError, ModelError, NotFound
@@ -79,7 +79,7 @@ def export_classify_layout(data_root: Path, out_dir: Path) -> tuple[Path, list[s
         for image, category in labelled:
             folder = target / folder_name(ids.index(category) + 1, len(ids))
             file_name = Path(image["file_name"])
-            _link_or_copy(split.image_path(image), folder / f"{image['id']}-{file_name.name}")
+            link_or_copy(split.image_path(image), folder / f"{image['id']}-{file_name.name}")
         exported[name] = len(labelled)
     if not exported["train"]:
         raise DataError(f"{data_root / 'train'}: no image with exactly one label to train on")
