@@ -30,6 +30,7 @@ bench: install  ## every benchmark, each next to its reference; updates BENCHMAR
 	$(BIN)/python benchmarks/bench_evaluator.py --images 5000 --repeats 3
 	$(BIN)/python benchmarks/bench_import.py --repeats 3
 	$(BIN)/python benchmarks/bench_predict.py --sizes 128 640
+	$(BIN)/python benchmarks/bench_serve.py --write
 	$(BIN)/python benchmarks/bench_families.py --images 64 --epochs 2 --write
 	$(BIN)/python benchmarks/bench_retrain.py --repeats 3 --write
 	$(BIN)/python benchmarks/fuzz_readers.py --seconds 60 --write

@@ -16,10 +16,11 @@ from prefect import flow, get_run_logger
 from tasks.data import describe_data, model_data, report_exclusions, validate_data, \
     verify_data, version_data, version_exclusions
 from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
+from tasks.export import export_for_serving
 from tasks.gate import gate
 from tasks.registry import alias_version, checkout, log_model, promote, register, \
     unchanged_version
-from tasks.tracking import log_dataset, log_results, start_run
+from tasks.tracking import log_dataset, log_deployment, log_results, start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
 from visiongate.config import (ClassifyConfig, DetectConfig, Params, SegmentConfig, check_deep,
@@ -30,6 +31,7 @@ from visiongate.datasets.safe_load import pixel_limit
 from visiongate.errors import DataError, ModelError, RetrainBusy  # noqa: F401 (re-exported)
 from visiongate.vocab import HEADLINE_METRICS
 from visiongate.gate_stats import RecordFiles
+from visiongate.export import Deployment
 from visiongate.gates import GateResult
 from visiongate.models.meta import CheckpointMeta
 from visiongate.lineage import IDENTITY, flatten, identity, lineage_tags, params_hash
@@ -158,8 +160,11 @@ def retrain_one(job: Job) -> Outcome:
     try:
         checkpoint = train_candidate(job, run_id)
         scores = score(job, checkpoint, run_id)
+        deployment = export_for_serving(checkpoint, job.split("test"), scores.metrics,
+                                        job.params.serve)
+        log_deployment(job.uri, run_id, deployment)
         insight = show_insight(job, checkpoint, scores.champion_path, run_id)
-        verdict, report = decide(job, scores, run_id, insight)
+        verdict, report = decide(job, scores, run_id, insight, deployment)
         version = record(job, run_id, checkpoint, verdict, report)
     except BaseException:
         try:
@@ -245,15 +250,15 @@ def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str 
         return version, None, str(err), None
 
 
-def decide(job: Job, scores: Scores, run_id: str,
-           insight: Insight | None = None) -> tuple[GateResult, str]:
+def decide(job: Job, scores: Scores, run_id: str, insight: Insight | None = None,
+           deployment: Deployment | None = None) -> tuple[GateResult, str]:
     """The gate's verdict and its report, logged to the run with the test metrics."""
     plots_dir = job.project.plots(run_id)
     plots = sorted(f"plots/{p.name}" for p in plots_dir.glob("*.png"))
     verdict, report = gate(job.name, scores.metrics, scores.champion_metrics,
                            scores.champion_version, job.cfg.gate, job.lineage, scores.robustness,
                            job.data.quarantine, plots, run_id, scores.records,
-                           scores.champion_problem, insight)
+                           scores.champion_problem, insight, deployment)
     log_results(job.uri, run_id, scores.metrics, verdict, report, scores.robustness,
                 str(plots_dir))
     return verdict, report
@@ -263,7 +268,8 @@ def record(job: Job, run_id: str, checkpoint: str, verdict: GateResult, report: 
     """Register the candidate (alias challenger) and, if the gate passed, promote it."""
     model_uri = log_model(job.uri, run_id, checkpoint, job.split("test"))
     version = register(job.uri, job.name, model_uri, {
-        **job.lineage, "run_id": run_id, "gate.passed": str(verdict.passed).lower()})
+        **job.lineage, "run_id": run_id, "gate.passed": str(verdict.passed).lower(),
+        "serve.runtime": CheckpointMeta.read(Path(checkpoint)).runtime})
     if verdict.passed:
         promote(job.uri, job.name, version, reason=f"gate passed in retrain run {run_id}")
     return version

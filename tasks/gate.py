@@ -4,6 +4,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from visiongate.config import GateConfig
+from visiongate.export import Deployment
 from visiongate.gate_stats import MetricInterval, RecordFiles, load_gate_samples
 from visiongate.gates import GateResult, evaluate_gate
 from visiongate.outcomes import Insight, QuarantineSummary
@@ -16,14 +17,15 @@ def gate(name: str, candidate: dict, champion: dict | None, champion_version: st
          quarantine: QuarantineSummary | None = None, plots: list[str] | None = None,
          run_id: str | None = None, records: RecordFiles | None = None,
          champion_problem: str | None = None,
-         insight: Insight | None = None) -> tuple[GateResult, str]:
+         insight: Insight | None = None,
+         deployment: Deployment | None = None) -> tuple[GateResult, str]:
     """Decide promotion (paired bootstrap over the evaluations' per-image `records`; point
     estimates without them); publish the report as a Prefect artifact; return (verdict, report)."""
     samples = load_gate_samples(records, cfg, candidate) if records else None
     result = evaluate_gate(candidate, champion, cfg, robustness, quarantine, samples,
                            champion_problem)
     report = gate_report(name, candidate, champion, champion_version, result, lineage,
-                         robustness, cfg.robustness, plots, run_id, insight)
+                         robustness, cfg.robustness, plots, run_id, insight, deployment)
     create_markdown_artifact(report, key=f"gate-report-{name}".lower(), description=f"gate: {name}")
     publish_metrics_table(name, candidate, champion, f"candidate vs champion v{champion_version}"
                           if champion_version else "candidate (no champion yet)", result)

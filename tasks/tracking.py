@@ -1,5 +1,6 @@
 """MLflow tracking tasks: retried, since a tracking server can blink."""
 
+import math
 import os
 from pathlib import Path
 
@@ -7,6 +8,7 @@ from prefect import task
 
 from visiongate import tracking
 from visiongate.errors import ConfigError, VisiongateError
+from visiongate.export import Deployment
 from visiongate.gates import GateResult
 from visiongate.outcomes import QuarantineSummary
 
@@ -90,3 +92,17 @@ def log_evaluation(uri: str, experiment_id: str, name: str, version: str, md5s: 
     tracking.log_metrics(uri, run_id, {f"test/{k}": v for k, v in metrics.items()})
     tracking.end_run(uri, run_id)
     return run_id
+
+
+@task(**IO)
+def log_deployment(uri: str, run_id: str, deployment: Deployment) -> None:
+    """Latency per runtime, parity differences and the chosen runtime on the MLflow run."""
+    values = {"serve/torch_ms": deployment.torch_ms}
+    for check in deployment.checks:
+        values[f"serve/{check.runtime}_ms"] = check.ms_per_image
+        values |= {f"parity/{check.runtime}/{k}": v for k, v in check.deltas.items()}
+    tracking.log_metrics(uri, run_id, {k: v for k, v in values.items()
+                                       if v is not None and math.isfinite(v)})
+    tracking.set_tags(uri, run_id, {"serve.runtime": deployment.runtime, **{
+        f"serve.{c.runtime}": "passed" if c.passed else f"refused: {c.problem}"[:500]
+        for c in deployment.checks}})

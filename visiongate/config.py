@@ -75,6 +75,11 @@ class ServeConfig(Frozen):
     max_body_mb: float = Field(20, gt=0)               # larger request bodies: HTTP 413
     max_rows: int = Field(64, ge=1)                    # more images in one request: HTTP 413
     max_pixels: int = Field(40_000_000, ge=1)          # larger image (header size): row `too_large`
+    # deployment artifacts (visiongate.export), made at registration for the families that
+    # export (ultralytics); each must match PyTorch on the test split within parity_tolerance
+    export: tuple[Literal["onnx", "openvino"], ...] = ("onnx", "openvino")
+    parity_tolerance: float = Field(0.005, ge=0, le=1)  # |artifact - torch| per headline metric
+    runtime: Literal["auto", "torch", "onnx", "openvino"] = "auto"  # auto: the fastest that passed
 
 
 class ScheduleConfig(Frozen):

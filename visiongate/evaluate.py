@@ -17,7 +17,7 @@ GALLERY_SIZE = 8
 
 
 def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None,
-             records_path: Path | None = None) -> dict[str, float]:
+             records_path: Path | None = None, runtime: str = "torch") -> dict[str, float]:
     """Predict every image of the split and compute the task's metrics.
 
     Detection (meta task "detect"): COCO box mAP (faster-coco-eval) plus precision and
@@ -27,7 +27,8 @@ def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None,
     ("classify", "multilabel"): visiongate.evaluate_classify. With `plots_dir`, also
     writes the report's PNGs there (PR curves, confusion matrix, worst images). With
     `records_path`, also saves the per-image records of the same predictions there
-    (visiongate.bootstrap: what the gate resamples for its intervals).
+    (visiongate.bootstrap: what the gate resamples for its intervals). `runtime`: what
+    predicts (visiongate.models.load; a deployment artifact's parity check).
     """
     meta = models.CheckpointMeta.read(checkpoint)
     split = load_split(Path(split_dir))
@@ -38,8 +39,9 @@ def evaluate(checkpoint: Path, split_dir: Path, plots_dir: Path | None = None,
     safe_load.check_images(split.image_path(im) for im in split.images)  # headers, pixel limit
     if meta.task in ("classify", "multilabel"):
         return evaluate_classify.evaluate_classification(checkpoint, split, meta, plots_dir,
-                                                         records_path)
-    predictions = models.predict(checkpoint, [split.image_path(im) for im in split.images])
+                                                         records_path, runtime)
+    predictions = models.predict(checkpoint, [split.image_path(im) for im in split.images],
+                                 runtime)
     threshold = meta.config.get("score_threshold", 0.25)
     image_ids = [im["id"] for im in split.images]
     if meta.task not in ("detect", "instance"):

@@ -54,12 +54,14 @@ def scored_images(split: Split, multi_label: bool) -> tuple[list[dict], np.ndarr
 
 def evaluate_classification(checkpoint: Path, split: Split, meta: models.CheckpointMeta,
                             plots_dir: Path | None = None,
-                            records_path: Path | None = None) -> dict[str, float]:
-    """Predict the scored images and score them (`score_classification`); a multi-label
-    checkpoint's thresholds come from its meta.json (0.5 per class when it has none)."""
+                            records_path: Path | None = None,
+                            runtime: str = "torch") -> dict[str, float]:
+    """Predict the scored images (with `runtime`, visiongate.models.load) and score them
+    (`score_classification`); a multi-label checkpoint's thresholds come from its meta.json
+    (0.5 per class when it has none)."""
     multi_label = meta.task == "multilabel"
     images, targets = scored_images(split, multi_label)
-    probs = models.predict(checkpoint, [split.image_path(im) for im in images])
+    probs = models.predict(checkpoint, [split.image_path(im) for im in images], runtime)
     thresholds = getattr(meta, "thresholds", None) if multi_label else None
     return score_classification(split, images, targets, probs, multi_label, thresholds,
                                 plots_dir, records_path)

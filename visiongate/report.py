@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from visiongate.config import RobustnessConfig
+from visiongate.export import Deployment
 from visiongate.gate_stats import MetricInterval
 from visiongate.gates import Check, GateResult, relative_drop
 from visiongate.outcomes import Insight
@@ -137,6 +138,31 @@ def _insight(insight: Insight | None) -> list[str]:
     return lines + [""]
 
 
+def _deployment(deployment: Deployment | None) -> list[str]:
+    """How the candidate would be served: each exported artifact against PyTorch."""
+    if deployment is None:
+        return []
+    lines = ["## Serving artifacts", "",
+             f"Serves with **{deployment.runtime}**"
+             + (f" — {deployment.note}." if deployment.note else ".")]
+    if deployment.checks:
+        lines += ["", f"Each artifact scored on the same test split; refused when a headline "
+                  f"metric differs from PyTorch by more than ±{deployment.tolerance:g}.", "",
+                  "| runtime | ms / image | largest difference | verdict |", "|---|---|---|---|",
+                  f"| torch | {_fmt_ms(deployment.torch_ms)} | — | reference |"]
+        for check in deployment.checks:
+            worst = max(check.deltas.items(), key=lambda kv: abs(kv[1]), default=None)
+            diff = f"{worst[0]} {worst[1]:+.4f}" if worst else "—"
+            verdict = "passed" if check.passed else f"⚠️ refused — {_cell(check.problem)}"
+            lines.append(f"| {check.runtime} | {_fmt_ms(check.ms_per_image)} | {diff} | "
+                         f"{verdict} |")
+    return lines + [""]
+
+
+def _fmt_ms(ms: float | None) -> str:
+    return "—" if ms is None else f"{ms:.1f}"
+
+
 def _check_list(result: GateResult) -> list[str]:
     lines = ["## Gate checks", ""]
     if result.confidence is not None:
@@ -198,8 +224,9 @@ def gate_report(model_name: str, candidate: dict, champion: dict | None,
                 robustness: dict[str, dict[str, float]] | None = None,
                 robustness_cfg: RobustnessConfig | None = None,
                 plots: list[str] | None = None, run_id: str | None = None,
-                insight: Insight | None = None) -> str:
-    """One markdown page: verdict, candidate-vs-champion metrics, checks, robustness, lineage.
+                insight: Insight | None = None, deployment: Deployment | None = None) -> str:
+    """One markdown page: verdict, candidate-vs-champion metrics, checks, robustness,
+    insight, the serving artifacts' parity checks, plots, lineage.
 
     The robustness table appears when ``robustness_cfg`` (the gate's
     ``GateConfig.robustness``) configures corruptions; ``robustness`` is the same
@@ -211,6 +238,7 @@ def gate_report(model_name: str, candidate: dict, champion: dict | None,
     lines += _check_list(result)
     lines += _robustness_table(candidate, robustness, robustness_cfg, result)
     lines += _insight(insight)
+    lines += _deployment(deployment)
     lines += _plot_links(plots or [], run_id)
     lines += _lineage_table(lineage)
     return "\n".join(lines)

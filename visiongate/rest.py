@@ -4,6 +4,8 @@
 (`mlflow.pyfunc.scoring_server`, FastAPI) wrapped in `Guard`, a plain ASGI layer that
 - refuses a request body over `serve.max_body_mb` with HTTP 413 before reading it (a
   declared Content-Length) or as soon as it grows past the limit (chunked);
+- answers HTTP 400 for a scoring request MLflow would fail on with a 500: no Content-Type,
+  JSON nested too deeply or holding a number longer than Python parses;
 - rewrites every error answer (status >= 400) to {"error_code", "message"}: MLflow's
   `stack_trace` is dropped, a visiongate error raised by the model keeps its own one-line
   message (RequestTooLarge: 413, other kinds: 400), any other message loses echoed input,
@@ -85,6 +87,23 @@ def _header(scope: dict, name: bytes) -> str:
     return next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == name), "")
 
 
+def _malformed(scope: dict, body: bytes) -> str | None:
+    """Why a scoring request cannot be parsed, for what MLflow's scoring app would answer
+    with HTTP 500 (no Content-Type; JSON nested too deeply or with a number too long for
+    Python's int); None otherwise — the rest MLflow answers itself."""
+    if scope.get("method") != "POST" or not scope.get("path", "").endswith("/invocations"):
+        return None
+    kind = _header(scope, b"content-type").split(";")[0].strip().lower()
+    if not kind:
+        return "a Content-Type header is required (application/json or text/csv)"
+    if kind == "application/json":
+        try:
+            json.loads(body)
+        except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError too
+            return "the body is not valid JSON (or nests too deeply, or holds a number too long)"
+    return None
+
+
 class Guard:
     """ASGI middleware: the body-size limit and clean error answers (see the module doc)."""
 
@@ -101,6 +120,10 @@ class Guard:
             return await respond(send.send, 413, json.dumps({
                 "error_code": "REQUEST_TOO_LARGE",
                 "message": f"request body over {mb} MB (serve.max_body_mb)"}).encode())
+        malformed = _malformed(scope, body)
+        if malformed:
+            return await respond(send.send, 400, json.dumps({
+                "error_code": "BAD_REQUEST", "message": malformed}).encode())
         sent = False
 
         async def replay():

@@ -61,8 +61,9 @@ log = logging.getLogger(__name__)
 
 
 def predictor(checkpoint: Path) -> Predictor:
-    """`image_paths -> predictions` for a checkpoint, its weights loaded once."""
-    return models.load(Path(checkpoint))
+    """`image_paths -> predictions` for a checkpoint, loaded once, in the runtime it serves
+    with (its deployment artifact when one passed the parity check; visiongate.export)."""
+    return models.served(Path(checkpoint))
 
 
 def encode_image(path: Path) -> str:

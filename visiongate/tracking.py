@@ -32,7 +32,7 @@ SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.string, "image")]),
     params=ParamSchema([ParamSpec("min_score", DataType.double, serving.DEFAULT_MIN_SCORE)]))
 REQUIREMENTS = ("visiongate", "mlflow", "torch", "torchvision", "ultralytics", "numpy", "pandas",
-                "pillow", "pycocotools")
+                "pillow", "pycocotools", "onnxruntime", "openvino")
 
 MAX_PARAM_LENGTH = 6000
 
@@ -150,7 +150,8 @@ def log_model(uri: str, run_id: str, checkpoint: Path, example_image: Path) -> s
     """Log a checkpoint as a pyfunc LoggedModel of the run (loader: visiongate.serving);
     returns `models:/<model_id>`.
 
-    Only meta.json and the weights travel (models.export_checkpoint). The example image
+    Only meta.json, the weights and the deployment artifacts that passed their parity check
+    travel (models.export_checkpoint). The example image
     becomes the input example, which MLflow checks with a real prediction.
     """
     meta = models.CheckpointMeta.read(Path(checkpoint))
@@ -171,7 +172,8 @@ def log_model(uri: str, run_id: str, checkpoint: Path, example_image: Path) -> s
                 pip_requirements=requirements(),
                 metadata={"family": meta.family, "task": meta.task,
                           "class_names": list(meta.class_names),
-                          "format_version": meta.format_version})
+                          "format_version": meta.format_version,
+                          "runtime": meta.runtime, "artifacts": sorted(meta.artifacts or {})})
     return info.model_uri
 
 

@@ -77,7 +77,7 @@ def test_evaluate_with_a_fake_detector_writes_plots(split_and_checkpoint, tmp_pa
     truth = {split.image_path(im): diagnostics.gt_boxes(split.annotations[im["id"]])
              for im in split.images}
 
-    def fake_predict(_checkpoint, paths):
+    def fake_predict(_checkpoint, paths, runtime="torch"):
         out = []
         for p in paths:
             boxes, labels = truth[Path(p)]

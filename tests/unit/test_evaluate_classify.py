@@ -130,7 +130,7 @@ def test_evaluate_and_evaluate_corrupted_dispatch_to_classification(split_dir, t
     monkeypatch.setattr(evaluate.models.CheckpointMeta, "read", staticmethod(lambda _: meta))
     seen = []
 
-    def predict(checkpoint, paths):
+    def predict(checkpoint, paths, runtime="torch"):
         seen.append([Path(p).parent for p in paths])
         return [by_name[Path(p).name] for p in paths]
 

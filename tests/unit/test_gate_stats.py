@@ -204,7 +204,7 @@ def test_evaluate_writes_records_that_reproduce_its_metrics(tmp_path, monkeypatc
     truth = {split.image_path(im).name: diagnostics.gt_boxes(split.annotations[im["id"]])
              for im in split.images}
 
-    def fake_predict(_checkpoint, paths):
+    def fake_predict(_checkpoint, paths, runtime="torch"):
         rng = np.random.default_rng(0)
         out = []
         for p in paths:

@@ -41,7 +41,7 @@ from typing import Any
 from visiongate.errors import ModelError
 from visiongate.models.meta import META_FILE, CheckpointMeta
 
-__all__ = ["CheckpointMeta", "OnEpoch", "export_checkpoint", "load", "predict", "train"]
+__all__ = ["CheckpointMeta", "OnEpoch", "export_checkpoint", "load", "predict", "served", "train"]
 
 OnEpoch = Callable[[int, dict[str, float]], None]
 """Called after each epoch with (epoch starting at 1, metrics such as losses and val scores)."""
@@ -99,9 +99,13 @@ def _store_thresholds(checkpoint: Path, val_dir: Path, target_precision: float |
     dataclasses.replace(meta, thresholds=tuple(float(t) for t in thresholds)).write(checkpoint)
 
 
-def load(checkpoint: Path) -> Callable[[list[Path]], list]:
+def load(checkpoint: Path, runtime: str = "torch") -> Callable[[list[Path]], list]:
     """The checkpoint's predict with its weights loaded once (serving, batch prediction):
     load(checkpoint)(image_paths) == predict(checkpoint, image_paths).
+
+    `runtime` "torch" predicts with the weights; "onnx" / "openvino" with a deployment
+    artifact of the folder (visiongate.export; ultralytics families only), the same
+    pre- and post-processing around it. `served` loads the runtime meta.json names.
 
     Detections (and instances) are post-processed as the checkpoint's config says, the same
     for every family: score >= `conf`, then NMS at `nms_iou`, per class or over all classes
@@ -110,8 +114,9 @@ def load(checkpoint: Path) -> Callable[[list[Path]], list]:
     checkpoint = Path(checkpoint)
     meta = CheckpointMeta.read(checkpoint)
     module = _family_module(meta.family, meta.task)
-    with _clear_load_errors(meta.weights_path(checkpoint)):
-        raw = module.load(checkpoint)
+    with _clear_load_errors(meta.artifact_path(checkpoint, runtime)):
+        raw = module.load(checkpoint) if runtime == "torch" else \
+            _exported(module, meta).load(checkpoint, runtime=runtime)
     cfg = meta.config
 
     def predict_images(image_paths: list[Path]) -> list:
@@ -126,9 +131,22 @@ def load(checkpoint: Path) -> Callable[[list[Path]], list]:
     return predict_images
 
 
-def predict(checkpoint: Path, image_paths: list[Path]) -> list:
+def served(checkpoint: Path) -> Callable[[list[Path]], list]:
+    """`load` with the runtime the checkpoint serves with (meta.json `runtime`)."""
+    return load(checkpoint, CheckpointMeta.read(checkpoint).runtime)
+
+
+def _exported(module, meta: CheckpointMeta):
+    """The family module, if it predicts with deployment artifacts."""
+    if not getattr(module, "EXPORTS", False):
+        raise ModelError(f"family {meta.family!r} ({meta.task}) has no deployment artifacts; "
+                         f"it predicts with its weights (runtime 'torch')")
+    return module
+
+
+def predict(checkpoint: Path, image_paths: list[Path], runtime: str = "torch") -> list:
     """Predictions for each image (see `load`)."""
-    return load(checkpoint)(image_paths)
+    return load(checkpoint, runtime)(image_paths)
 
 
 @contextmanager
@@ -144,9 +162,17 @@ def _clear_load_errors(weights: Path):
 
 
 def export_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
-    """Copy only what serving needs (meta.json + weights) into out_dir, for logging."""
+    """Copy only what serving needs (meta.json, weights, the deployment artifacts that passed
+    their parity check) into out_dir, for logging."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name in (META_FILE, CheckpointMeta.read(checkpoint).weights):
+    meta = CheckpointMeta.read(checkpoint)
+    for name in (META_FILE, meta.weights):
         shutil.copy2(checkpoint / name, out_dir / name)
+    for runtime in meta.artifacts or {}:
+        source = meta.artifact_path(checkpoint, runtime)
+        if source.is_dir():
+            shutil.copytree(source, out_dir / source.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(source, out_dir / source.name)
     return out_dir

@@ -12,6 +12,10 @@
 - `thresholds` (task "multilabel" only, else absent/None): one decision threshold per class
   in class_names order, chosen on the val split after training; class k is predicted when
   its probability >= thresholds[k-1]. Files written before this field existed read as None.
+- `artifacts` (optional): deployment artifacts beside the weights that passed the parity
+  check (visiongate.export), runtime -> bare name in the folder, e.g.
+  {"onnx": "best.onnx", "openvino": "best_openvino_model"}; `runtime`: the one serving
+  predicts with ("torch" = the weights; absent: "torch").
 
 Version rule: a file without `format_version` is version 1 (visiongate before this file
 existed, when semantic families put "background" in class_names). Only FORMAT_VERSION is
@@ -32,7 +36,8 @@ from visiongate.errors import ModelError, NotFound
 FORMAT_VERSION = 2
 META_FILE = "meta.json"
 TASKS = ("detect", "segment", "instance", "classify", "multilabel")
-OPTIONAL = {"config", "thresholds"}  # may be absent from a meta.json
+OPTIONAL = {"config", "thresholds", "artifacts", "runtime"}  # may be absent from a meta.json
+RUNTIMES = ("torch", "onnx", "openvino")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,8 @@ class CheckpointMeta:
     config: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     thresholds: tuple[float, ...] | None = None
+    artifacts: dict[str, str] | None = None
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         problem = _problem(vars(self))
@@ -65,8 +72,26 @@ class CheckpointMeta:
             raise ModelError(f"{path}: the weights file is a symlink; it is not followed")
         return path
 
+    def artifact_path(self, checkpoint_dir: Path, runtime: str) -> Path:
+        """The file (or folder) a runtime predicts with; symlinks are refused."""
+        if runtime == "torch":
+            return self.weights_path(checkpoint_dir)
+        name = (self.artifacts or {}).get(runtime)
+        if name is None:
+            raise ModelError(f"{checkpoint_dir}: no {runtime} artifact passed the parity check "
+                             f"(artifacts: {sorted(self.artifacts or {}) or 'none'})")
+        path = Path(checkpoint_dir) / name
+        inside = [path, *path.rglob("*")] if path.is_dir() else [path]
+        if any(p.is_symlink() for p in inside):
+            raise ModelError(f"{path}: the {runtime} artifact holds a symlink; it is not followed")
+        return path
+
     def to_dict(self) -> dict[str, Any]:
         data = {**asdict(self), "class_names": list(self.class_names)}
+        if self.artifacts is None:  # files without deployment artifacts stay as they were
+            del data["artifacts"]
+        if self.runtime == "torch":
+            del data["runtime"]
         if self.thresholds is None:  # the file stays as it was before thresholds existed
             del data["thresholds"]
         else:
@@ -124,7 +149,8 @@ def _problem(meta: dict[str, Any]) -> str | None:
         return f"class_names must be a list of strings, got {names!r}"
     if not isinstance(meta.get("config", {}), dict):
         return f"config must be a mapping, got {type(meta['config']).__name__}"
-    problem = _thresholds_problem(task, len(names), meta.get("thresholds"))
+    problem = _thresholds_problem(task, len(names), meta.get("thresholds")) or \
+        _artifacts_problem(meta.get("artifacts"), meta.get("runtime", "torch"))
     if problem:
         return problem
     if not _bare_file_name(meta["weights"]):
@@ -142,6 +168,16 @@ def _thresholds_problem(task: str, k: int, thresholds: Any) -> str | None:
             isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
             and 0 <= t <= 1 for t in thresholds):
         return f"thresholds must be {k} numbers in [0, 1] (one per class), got {thresholds!r}"
+    return None
+
+
+def _artifacts_problem(artifacts: Any, runtime: Any) -> str | None:
+    if artifacts is not None and not (isinstance(artifacts, dict) and all(
+            key in RUNTIMES[1:] and _bare_file_name(name) for key, name in artifacts.items())):
+        return (f"artifacts must map runtimes {list(RUNTIMES[1:])} to names inside the "
+                f"checkpoint folder, got {artifacts!r}")
+    if runtime != "torch" and runtime not in (artifacts or {}):
+        return f"runtime must be 'torch' or one of the artifacts, got {runtime!r}"
     return None
 
 

@@ -28,6 +28,7 @@ from visiongate.models import OnEpoch
 from visiongate.models.meta import CheckpointMeta
 from visiongate.models.torch_loop import Recipe, fit, load_local_weights, seed_everything
 
+EXPORTS = True  # predicts with ONNX / OpenVINO artifacts too (visiongate.export)
 DEPTH = 4  # resolution levels; the bottleneck sits at imgsz / 2**(DEPTH-1)
 
 
@@ -211,10 +212,12 @@ def _load_image(path: Path, imgsz: int) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 @torch.inference_mode()
-def predict_label_maps(model: nn.Module, paths: list[Path], imgsz: int, batch: int,
+def predict_label_maps(model: nn.Module | None, paths: list[Path], imgsz: int, batch: int,
                        device: torch.device, logits: Logits) -> list[np.ndarray]:
-    """One (H,W) uint8 label map per image, at the image's own size (0 = background)."""
-    model.to(device).eval()
+    """One (H,W) uint8 label map per image, at the image's own size (0 = background);
+    `model` None: `logits` runs a deployment artifact on the CPU."""
+    if model is not None:
+        model.to(device).eval()
     out: list[np.ndarray] = []
     for i in range(0, len(paths), batch):
         loaded = [_load_image(p, imgsz) for p in paths[i : i + batch]]
@@ -241,9 +244,18 @@ def network(checkpoint: Path) -> tuple[nn.Module, dict]:
     return model.eval(), config
 
 
-def load(checkpoint: Path, device: str = "auto"):
-    """predict(image_paths) with the weights loaded once: one (H,W) uint8 label map per
-    image, at the image's own size (0 = background, k = id k)."""
+def load(checkpoint: Path, device: str = "auto", runtime: str = "torch"):
+    """predict(image_paths) with the weights (or a deployment artifact, on the CPU) loaded
+    once: one (H,W) uint8 label map per image, at the image's own size (0 = background,
+    k = id k)."""
+    if runtime != "torch":
+        from visiongate.runtimes import session
+
+        meta = CheckpointMeta.read(checkpoint)
+        run, config = session(meta.artifact_path(checkpoint, runtime), runtime), meta.config
+        return lambda image_paths: predict_label_maps(
+            None, [Path(p) for p in image_paths], config["imgsz"], config["batch"],
+            torch.device("cpu"), lambda _, x: [torch.from_numpy(run(x.numpy()))])
     model, config = network(checkpoint)
     dev = select_device(device)
     return lambda image_paths: predict_label_maps(

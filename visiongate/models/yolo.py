@@ -33,6 +33,7 @@ from visiongate.models.torch_loop import same_run
 from visiongate.models.ultralytics_safe import ENV as SAFE_LOAD_ENV
 from visiongate.models.ultralytics_safe import enforce, load_weights, refused_as_model_error
 
+EXPORTS = True  # predicts with ONNX / OpenVINO artifacts too (visiongate.export)
 _INTEGRATIONS = ("mlflow", "sync", "clearml", "comet", "dvc", "neptune", "raytune", "tensorboard",
                  "wandb")
 
@@ -224,23 +225,32 @@ def _to_numpy(r, instance: bool) -> dict[str, np.ndarray]:
     return pred
 
 
-def network(checkpoint: Path):
+def network(checkpoint: Path, runtime: str = "torch"):
     """The ultralytics model object (its torch module: `.model`): what `load` predicts with,
-    and what visiongate.explain looks inside."""
+    and what visiongate.explain looks inside. Another runtime: ultralytics' backend for the
+    checked deployment artifact (visiongate.export)."""
     ultralytics = _ultralytics()
     meta = CheckpointMeta.read(checkpoint)
-    weights, instance = str(meta.weights_path(checkpoint)), meta.task == "instance"
-    with refused_as_model_error(Path(weights)):  # a pickle: ultralytics' safe loading only
-        return ultralytics.RTDETR(weights) if meta.family == "rtdetr" else \
-            ultralytics.YOLO(weights, task="segment" if instance else "detect")
+    weights, instance = meta.artifact_path(checkpoint, runtime), meta.task == "instance"
+    if runtime != "torch":  # not a pickle; a file ultralytics cannot load is still a ModelError
+        from visiongate.runtimes import checked_artifact
+
+        with refused_as_model_error(weights):  # RT-DETR's own predictor: no NMS
+            artifact = str(checked_artifact(weights, runtime))
+            return ultralytics.RTDETR(artifact) if meta.family == "rtdetr" else \
+                ultralytics.YOLO(artifact, task="segment" if instance else "detect")
+    with refused_as_model_error(weights):  # a pickle: ultralytics' safe loading only
+        return ultralytics.RTDETR(str(weights)) if meta.family == "rtdetr" else \
+            ultralytics.YOLO(str(weights), task="segment" if instance else "detect")
 
 
-def load(checkpoint: Path):
-    """predict(image_paths) with the weights loaded once. Per image: boxes, scores, labels
-    (category ids 1..K); YOLO-seg adds masks (N,H,W) bool at the image's own size."""
+def load(checkpoint: Path, runtime: str = "torch"):
+    """predict(image_paths) with the weights (or a deployment artifact) loaded once. Per
+    image: boxes, scores, labels (category ids 1..K); YOLO-seg adds masks (N,H,W) bool at
+    the image's own size."""
     meta = CheckpointMeta.read(checkpoint)
     cfg, instance = meta.config, meta.task == "instance"
-    model = network(checkpoint)
+    model = network(checkpoint, runtime)
 
     def predict(image_paths: list[Path]) -> list[dict[str, np.ndarray]]:
         with _all_cores():

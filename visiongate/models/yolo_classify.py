@@ -47,6 +47,7 @@ from visiongate.models.yolo import (
     train_args,
 )
 
+EXPORTS = True  # predicts with ONNX / OpenVINO artifacts too (visiongate.export)
 TRAIN_SPLITS = ("train", "val")  # test stays out of training; visiongate evaluates on it
 
 
@@ -165,20 +166,27 @@ def class_positions(names: dict, k: int, weights: Path) -> np.ndarray:
     return positions
 
 
-def network(checkpoint: Path):
+def network(checkpoint: Path, runtime: str = "torch"):
     """The ultralytics model object (its torch module: `.model`): what `load` predicts with,
-    and what visiongate.explain looks inside."""
+    and what visiongate.explain looks inside. Another runtime: ultralytics' backend for the
+    checked deployment artifact (visiongate.export)."""
     ultralytics = _ultralytics()
-    weights = CheckpointMeta.read(checkpoint).weights_path(checkpoint)
+    weights = CheckpointMeta.read(checkpoint).artifact_path(checkpoint, runtime)
+    if runtime != "torch":  # not a pickle; a file ultralytics cannot load is still a ModelError
+        from visiongate.runtimes import checked_artifact
+
+        with refused_as_model_error(weights):
+            return ultralytics.YOLO(str(checked_artifact(weights, runtime)),
+                                    task="classify")
     with refused_as_model_error(weights):  # a pickle: ultralytics' safe loading only
         return ultralytics.YOLO(str(weights), task="classify")
 
 
-def load(checkpoint: Path):
-    """predict(image_paths) with the weights loaded once: per image a float32 (K,) array
-    of softmax probabilities, index k-1 <-> category id k."""
+def load(checkpoint: Path, runtime: str = "torch"):
+    """predict(image_paths) with the weights (or a deployment artifact) loaded once: per
+    image a float32 (K,) array of softmax probabilities, index k-1 <-> category id k."""
     meta = CheckpointMeta.read(checkpoint)
-    weights, model = meta.weights_path(checkpoint), network(checkpoint)
+    weights, model = meta.artifact_path(checkpoint, runtime), network(checkpoint, runtime)
     k = len(meta.class_names)
     positions = class_positions(model.names, k, weights)
 
