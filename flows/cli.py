@@ -24,11 +24,35 @@ COMMAND_MODULES = ("flows.data_cli", "flows.models_cli", "flows.augment_cli", "f
 
 
 def _retrain(args: argparse.Namespace) -> int:
-    from flows.retrain import retrain
-
     from visiongate.outcomes import exit_code
 
+    quick = None if args.force else _nothing_changed(args)
+    if quick is not None:
+        return 0
+    from flows.retrain import retrain
+
     return exit_code(retrain(args.root, args.params, args.dataset, args.force), GATE_REFUSED)
+
+
+def _nothing_changed(args: argparse.Namespace) -> list | None:
+    """The "nothing changed" outcomes, decided and printed before Prefect and MLflow are
+    imported (visiongate.nochange); None: the flow runs and decides."""
+
+    from visiongate import nochange
+    from visiongate.config import load_params
+    from visiongate.outcomes import summary
+    from visiongate.paths import Project
+
+    project = Project.at(args.root)
+    params = load_params(project.root / args.params, deep=False)
+    if args.dataset:
+        params = params.model_copy(update={"dataset": args.dataset})
+    store = nochange.own_store(project, params)
+    outcomes = nochange.check(project, params, store) if store else None
+    if outcomes is not None:
+        print(summary(outcomes, store))
+        print("(decided before Prefect started: no flow run was recorded; --force retrains)")
+    return outcomes
 
 
 def _json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:

@@ -29,14 +29,13 @@ from visiongate.datasets.exclude import KIND as EXCLUDED
 from visiongate.datasets.prepare import check_task_data
 from visiongate.datasets.safe_load import pixel_limit
 from visiongate.errors import DataError, ModelError, RetrainBusy  # noqa: F401 (re-exported)
-from visiongate.vocab import HEADLINE_METRICS
 from visiongate.gate_stats import RecordFiles
 from visiongate.export import Deployment
 from visiongate.gates import GateResult
 from visiongate.models.meta import CheckpointMeta
 from visiongate.lineage import IDENTITY, flatten, identity, lineage_tags, params_hash
 from flows.insight import show_insight
-from visiongate.outcomes import DatasetInfo, Insight, Outcome
+from visiongate.outcomes import DatasetInfo, Insight, Outcome, summary
 from visiongate.paths import Project, registry_name
 
 
@@ -273,24 +272,6 @@ def record(job: Job, run_id: str, checkpoint: str, verdict: GateResult, report: 
     if verdict.passed:
         promote(job.uri, job.name, version, reason=f"gate passed in retrain run {run_id}")
     return version
-
-
-def summary(outcomes: list[Outcome], uri: str) -> str:
-    lines = ["", "=" * 72, "visiongate retrain — results", "=" * 72]
-    for o in outcomes:
-        if o.status == "unchanged":
-            lines.append(o.describe())
-            continue
-        aliases = registry.get(uri, o.name, o.version).aliases
-        headline = ", ".join(f"{k}={v:.3f}" for k, v in (o.metrics or {}).items()
-                             if k in HEADLINE_METRICS)
-        lines += [f"{o.name} v{o.version}  aliases: {', '.join(aliases) or '-'}",
-                  f"  test metrics: {headline}", f"  gate: {o.decision}"]
-    lines += ["", "Open the MLflow UI on these results:",
-              f"  browse {uri}" if uri.startswith("http") else
-              f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
-              "  then browse http://127.0.0.1:5000", "=" * 72]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from visiongate.vocab import HEADLINE_METRICS
+
 if TYPE_CHECKING:
     from visiongate.gates import GateResult
 
@@ -118,3 +120,24 @@ def exit_code(outcomes: Iterable[Outcome], refused: int = 3) -> int:
 
 def _version(version: str | None) -> str:
     return f"v{version}" if version else "none"
+
+
+def summary(outcomes: list[Outcome], uri: str) -> str:
+    """The retrain's closing text: each model's outcome and how to open the MLflow UI."""
+    lines = ["", "=" * 72, "visiongate retrain — results", "=" * 72]
+    for o in outcomes:
+        if o.status == "unchanged":
+            lines.append(o.describe())
+            continue
+        from visiongate import registry  # MLflow: not needed when nothing changed
+
+        aliases = registry.get(uri, o.name, o.version).aliases
+        headline = ", ".join(f"{k}={v:.3f}" for k, v in (o.metrics or {}).items()
+                             if k in HEADLINE_METRICS)
+        lines += [f"{o.name} v{o.version}  aliases: {', '.join(aliases) or '-'}",
+                  f"  test metrics: {headline}", f"  gate: {o.decision}"]
+    lines += ["", "Open the MLflow UI on these results:",
+              f"  browse {uri}" if uri.startswith("http") else
+              f"  mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000\n"
+              "  then browse http://127.0.0.1:5000", "=" * 72]
+    return "\n".join(lines)

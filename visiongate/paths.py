@@ -29,6 +29,17 @@ from visiongate.errors import RetrainBusy
 SPLITS = ("train", "val", "test")
 
 
+def store_uri(root: Path, uri: str) -> str:
+    """params.yaml's `mlflow.tracking_uri` with a relative sqlite path resolved against the
+    project root (its folder created)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        db = (Path(root) / uri[len(prefix):]).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return f"{prefix}{db}"
+    return uri
+
+
 def registry_name(dataset: str, task: str) -> str:
     """Registered model name of a dataset's model task, e.g. `shapes-detect`."""
     return f"{dataset}-{task}"

@@ -26,6 +26,7 @@ from mlflow.types import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 from visiongate import models, serving
 
 from visiongate.config import MlflowConfig
+from visiongate.paths import store_uri
 
 MODEL_NAME = "model"  # the LoggedModel's name in its run
 SIGNATURE = ModelSignature(
@@ -38,16 +39,11 @@ MAX_PARAM_LENGTH = 6000
 
 
 def tracking_uri(root: Path, cfg: MlflowConfig) -> str:
-    """MLFLOW_TRACKING_URI if set, else params.yaml's; a relative sqlite path resolves
-    against the project root (the UI and CLI share it)."""
+    """MLFLOW_TRACKING_URI if set, else params.yaml's (paths.store_uri: a relative sqlite
+    path resolves against the project root, so the UI and CLI share it)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    prefix = "sqlite:///"
-    if cfg.tracking_uri.startswith(prefix) and not cfg.tracking_uri.startswith(prefix + "/"):
-        db = (Path(root) / cfg.tracking_uri[len(prefix):]).resolve()
-        db.parent.mkdir(parents=True, exist_ok=True)
-        return f"{prefix}{db}"
-    return cfg.tracking_uri
+    return store_uri(Path(root), cfg.tracking_uri)
 
 
 def ensure_experiment(uri: str, root: Path, cfg: MlflowConfig) -> str:

@@ -6,7 +6,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from visiongate import nochange
 from visiongate.config import load_params
+from visiongate.paths import Project
 from visiongate.tracking import tracking_uri
 
 pytestmark = pytest.mark.integration
@@ -52,6 +54,10 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
         if outcome.name == "shapes-detect":  # robustness configured for the detector only
             assert "## Robustness" in report_text and "fog" in report_text
             assert "robust/blur/map50" in run.data.metrics
+        # the serving artifacts, each checked against PyTorch on the same test split
+        assert "## Serving artifacts" in report_text and "| onnx |" in report_text
+        assert run.data.tags["serve.runtime"] in ("torch", "onnx", "openvino")
+        assert "serve/onnx_ms" in run.data.metrics
         assert outcome.verdict.passed, outcome.verdict
         version = client.get_model_version(outcome.name, outcome.version)
         assert set(version.aliases) == {"champion", "challenger"}
@@ -63,6 +69,12 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
         assert after.status == "unchanged" and after.version == before.version
         assert after.champion_version == before.version and after.run_id is None
         assert len(client.search_model_versions(f"name='{before.name}'")) == 1
+    # the command line's early answer (visiongate.nochange) agrees with the flow's
+    params = load_params(tiny_project / "params.yaml", deep=False)
+    quick = nochange.check(Project.at(tiny_project), params,
+                           nochange.own_store(Project.at(tiny_project), params))
+    assert [(o.name, o.status, o.version, o.champion_version) for o in quick] == \
+        [(o.name, o.status, o.version, o.champion_version) for o in unchanged]
 
     second = retrain(str(tiny_project), force=True)
 
