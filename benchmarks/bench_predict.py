@@ -114,7 +114,9 @@ def run(uri: str, name: str, images: list[Path], cache: Path) -> dict:
         raise ValueError(f"{name}: the baseline is raw ultralytics; got family {meta.family}")
     raw = YOLO(str(meta.weights_path(checkpoint)), task="detect")
     device = select_device("auto")  # as visiongate's YOLO predict picks it
-    args = dict(imgsz=meta.imgsz, conf=meta.config["conf"], iou=meta.config["nms_iou"],
+    # both answer the detections scoring >= serving's default min_score (ultralytics' own
+    # default conf); below it, neither the pyfunc nor raw ultralytics computes anything
+    args = dict(imgsz=meta.imgsz, conf=serving.DEFAULT_MIN_SCORE, iou=meta.config["nms_iou"],
                 device=(device.index or 0) if device.type == "cuda" else device.type, verbose=False)
     frames = [pd.DataFrame({"image": [serving.encode_image(p)]}) for p in images]
     times = interleaved_ms({"pyfunc": pyfunc.predict, "raw": lambda p: raw.predict(str(p), **args)},
@@ -158,8 +160,9 @@ def section(rows: list[dict], command: str) -> str:
 
 The champion served as an MLflow pyfunc (`mlflow.pyfunc.load_model("models:/NAME@champion")`;
 request: a DataFrame with one base64 PNG; answer: JSON-friendly records) against raw
-ultralytics PyTorch `YOLO(best.pt).predict(path)` on the same weights, imgsz, conf and NMS
-IoU. The pyfunc predicts with the runtime its registration chose: the candidate exported to
+ultralytics PyTorch `YOLO(best.pt).predict(path)` on the same weights, imgsz and NMS IoU,
+both answering the detections scoring ≥ 0.25 (serving's default `min_score`, ultralytics'
+default `conf`; the pyfunc runs its model and NMS at that floor too). The pyfunc predicts with the runtime its registration chose: the candidate exported to
 ONNX and OpenVINO, each scored on the test split against PyTorch (parity bound ±0.005 on
 every headline metric), the fastest that passed serving (visiongate.export). One process on
 the CPU with {rows[0]['threads']} torch thread(s) (ONNX Runtime and OpenVINO use their own

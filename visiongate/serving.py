@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from functools import partial
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -199,8 +200,13 @@ class VisionModel:
             raise DataError("params.min_score must be a number") from err
         if min_score is not None and not 0 <= min_score <= 1:
             raise DataError("params.min_score must be within 0..1")
-        return predict_cells(self.predict_images, self.meta, list(model_input["image"]),
-                             min_score, limits.max_pixels)
+        predict = self.predict_images
+        if self.meta.task in ("detect", "instance") and getattr(predict, "takes_min_score", False):
+            # what the answer drops is never computed: a request's floor, else the default
+            predict = partial(predict, min_score=DEFAULT_MIN_SCORE if min_score is None
+                              else min_score)
+        return predict_cells(predict, self.meta, list(model_input["image"]), min_score,
+                             limits.max_pixels)
 
 
 def _load_pyfunc(data_path: str) -> VisionModel:

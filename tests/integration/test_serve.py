@@ -69,8 +69,11 @@ def test_load_champion_by_alias_predicts_like_the_checkpoint(store, task, monkey
     frame = pd.DataFrame({"image": [serving.encode_image(p) for p in store["images"]]})
 
     got = model.predict(frame, params={"min_score": 0.0})
+    # at a request's floor the model and NMS skip what scores below it: the same answer
+    floored = model.predict(frame, params={"min_score": 0.05})
 
     assert got == _expected(store, task, 0.0)
+    assert floored == _expected(store, task, 0.05)
     key = "detections" if task == "detect" else "segments"
     assert any(r[key] for r in got), "the tiny model predicted nothing: nothing was compared"
     assert model.metadata.metadata["class_names"][-1] == "triangle"

@@ -117,17 +117,23 @@ def load(checkpoint: Path, runtime: str = "torch") -> Callable[[list[Path]], lis
     with _clear_load_errors(meta.artifact_path(checkpoint, runtime)):
         raw = module.load(checkpoint) if runtime == "torch" else \
             _exported(module, meta).load(checkpoint, runtime=runtime)
-    cfg = meta.config
+    cfg, takes_conf = meta.config, getattr(module, "PREDICT_CONF", False)
 
-    def predict_images(image_paths: list[Path]) -> list:
-        predictions = raw(list(image_paths))
+    def predict_images(image_paths: list[Path], min_score: float | None = None) -> list:
+        """`min_score` (detections): only what scores at least this much is wanted, so the
+        model and NMS skip everything below it (the same boxes above it: NMS drops a box
+        only for a higher-scoring one)."""
+        conf = cfg.get("conf", 0.0) if min_score is None else max(cfg.get("conf", 0.0), min_score)
+        predictions = raw(list(image_paths), conf=conf) if takes_conf and min_score is not None \
+            else raw(list(image_paths))
         if meta.task not in ("detect", "instance"):
             return predictions
         from visiongate.diagnostics import postprocess
 
-        return [postprocess(p, cfg.get("conf", 0.0), cfg.get("nms_iou", 1.0),
+        return [postprocess(p, conf, cfg.get("nms_iou", 1.0),
                             cfg.get("class_agnostic_nms", False)) for p in predictions]
 
+    predict_images.takes_min_score = True
     return predict_images
 
 

@@ -34,6 +34,7 @@ from visiongate.models.ultralytics_safe import ENV as SAFE_LOAD_ENV
 from visiongate.models.ultralytics_safe import enforce, load_weights, refused_as_model_error
 
 EXPORTS = True  # predicts with ONNX / OpenVINO artifacts too (visiongate.export)
+PREDICT_CONF = True  # its predict takes a higher score floor than the config's `conf`
 _INTEGRATIONS = ("mlflow", "sync", "clearml", "comet", "dvc", "neptune", "raytune", "tensorboard",
                  "wandb")
 
@@ -252,10 +253,11 @@ def load(checkpoint: Path, runtime: str = "torch"):
     cfg, instance = meta.config, meta.task == "instance"
     model = network(checkpoint, runtime)
 
-    def predict(image_paths: list[Path]) -> list[dict[str, np.ndarray]]:
+    def predict(image_paths: list[Path], conf: float | None = None) -> list[dict[str, np.ndarray]]:
         with _all_cores():
             results = model.predict([str(p) for p in image_paths], imgsz=meta.imgsz,
-                                    conf=cfg["conf"], iou=cfg["nms_iou"],
+                                    conf=cfg["conf"] if conf is None else conf,
+                                    iou=cfg["nms_iou"],
                                     device=ultralytics_device("auto"), retina_masks=instance,
                                     verbose=False)
         return [_to_numpy(r, instance) for r in results]
