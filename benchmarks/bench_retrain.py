@@ -168,7 +168,10 @@ def raw_train(project: Path, out: Path) -> None:
                     nbs=cfg.batch, optimizer="AdamW", lr0=cfg.lr, seed=cfg.seed,
                     deterministic=True, device=device, amp=device not in ("cpu", "mps"),
                     project=str(out), name="raw", exist_ok=True, plots=False, workers=0,
-                    verbose=False, pretrained=False, **cfg.ultralytics_args)
+                    verbose=False, pretrained=False, **cfg.ultralytics_args,
+                    # the params' albumentations pipeline, as visiongate hands it over
+                    **({"augmentations": yolo.build_transforms(cfg.augment)}
+                       if cfg.augment else {}))
     print(json.dumps({"train_s": time.perf_counter() - t0}))
 
 
