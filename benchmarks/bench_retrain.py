@@ -104,12 +104,12 @@ def cli_env(prefect_home: Path) -> dict:
 
 def make_project(root: Path, epochs: int | None, segment: bool, edit=None) -> Path:
     """A fresh project as tests/integration/conftest.py builds one, with the repo's params
-    (segment on or off, epochs overridden, then `edit(params)`) and the local stack on free
-    ports."""
+    (segment and classify on, or both off; epochs overridden, then `edit(params)`) and the
+    local stack on free ports."""
     from visiongate.stack import free_port
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["segment"]["enabled"] = segment
+    params["segment"]["enabled"] = params["classify"]["enabled"] = segment  # (1): detect only
     for task in ("detect", "segment"):
         params[task]["epochs"] = epochs or params[task]["epochs"]
     params["stack"] = {name: {"host": "127.0.0.1", "port": free_port()}
@@ -178,7 +178,7 @@ def raw_train(project: Path, out: Path) -> None:
 def bench_flow(work: Path, env: dict, epochs: int | None) -> tuple[Path, dict]:
     """(1) The flow, detect only, then raw ultralytics on the same data."""
     project = make_project(work / "detect-only", epochs, segment=False)
-    print("(1) visiongate retrain, segment disabled ...", flush=True)
+    print("(1) visiongate retrain, segment and classify disabled ...", flush=True)
     flow = retrain(project, env, work / "flow.log")
     print(f"    {flow.wall:.1f} s", flush=True)
     print("(1) raw ultralytics train() on the same data ...", flush=True)
@@ -239,9 +239,9 @@ def bench_reruns(project: Path, env: dict, repeats: int, work: Path) -> dict:
 
 
 def bench_demo(work: Path, env: dict, epochs: int | None) -> Run:
-    """(3) The full demo params (detect + segment) in a fresh project."""
+    """(3) The full demo params (detect, segment, classify) in a fresh project."""
     project = make_project(work / "demo", epochs, segment=True)
-    print("(3) visiongate retrain, full demo params (detect + segment) ...", flush=True)
+    print("(3) visiongate retrain, full demo params (detect, segment, classify) ...", flush=True)
     run = retrain(project, env, work / "demo.log")
     print(f"    {run.wall:.1f} s, peak RSS {gib(run.peak_rss)}", flush=True)
     return run

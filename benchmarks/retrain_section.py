@@ -11,7 +11,7 @@ from benchmarks.report import machine
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Retrain flow"
-GOAL_RERUN_S = 10.0
+GOAL_RERUN_S = {"no_stack": 5.0, "stack": 3.0}
 PHASE_NAMES = {"startup": "start-up (imports, Prefect server)", "data": "data generation + "
                "versioning + checks", "evaluation": "evaluation + robustness + gate", "tracking":
                "MLflow logging + registration", "other": "other tasks", "finish": "shutdown"}
@@ -25,8 +25,8 @@ def _split_text(split: dict[str, float]) -> str:
     return ", ".join(f"{PHASE_NAMES[k]} {v:.1f} s" for k, v in split.items() if k != "training")
 
 
-def _meets(seconds: float) -> str:
-    return "meets" if seconds <= GOAL_RERUN_S else "misses"
+def _meets(seconds: float, setup: str) -> str:
+    return "meets" if seconds <= GOAL_RERUN_S[setup] else "misses"
 
 
 def intro(f: dict, args: argparse.Namespace) -> list[str]:
@@ -44,7 +44,10 @@ def intro(f: dict, args: argparse.Namespace) -> list[str]:
         f"{seg['imgsz']} px, batch {seg['batch']}, epochs {args.epochs or seg['epochs']}. Raw "
         "ultralytics is its own process on a fresh export of the same data with the arguments "
         "visiongate passes (AdamW, lr, nbs = batch, seed, deterministic, workers 0, "
-        "`ultralytics_args`, all cores, ultralytics' MLflow callback off). (1) and (3) are single "
+        "`ultralytics_args`, the params' albumentations pipeline as `augmentations`, all cores, "
+        "ultralytics' MLflow callback off). The flow does more than train: evaluation, "
+        "robustness, the gate, the serving artifacts' export and parity check, heatmaps, the "
+        "test-split map and the label-quality scores (params.yaml defaults). (1) and (3) are single "
         f"runs (minutes each); (2) is the median of {args.repeats}. Memory: peak of the summed "
         "RSS of the process tree (Prefect server and DVC stage included; shared pages count in "
         "each process), sampled every 0.2 s.", "",
@@ -59,7 +62,7 @@ def rows(f: dict) -> list[str]:
     return [
         "| figure | command measured | visiongate | reference (same run) | ratio |",
         "|---|---|---|---|---|",
-        f"| (1) retrain flow, detect only | `visiongate retrain` (segment.enabled: false) | "
+        f"| (1) retrain flow, detect only | `visiongate retrain` (segment, classify disabled) | "
         f"{flow.wall:.1f} s | raw `YOLO(...).train(...)` process {raw.wall:.1f} s | "
         f"**{flow.wall / raw.wall:.2f}×** |",
         f"| (1) … its training | task `train_model` | {training:.1f} s | raw export + `train()` "
@@ -67,12 +70,12 @@ def rows(f: dict) -> list[str]:
         f"| (1) … everything else | the other tasks, start-up, shutdown | "
         f"{flow.wall - training:.1f} s | — | {1 - training / flow.wall:.0%} of the flow |",
         f"| (2a) no-change rerun, stack up | `visiongate up`, then `visiongate retrain` | "
-        f"**{rerun['stack']:.1f} s** | goal ≤ {GOAL_RERUN_S:.0f} s | "
-        f"{_meets(rerun['stack'])} it |",
-        f"| (2b) no-change rerun, no stack | `visiongate retrain` (temporary Prefect server) | "
-        f"**{rerun['no_stack']:.1f} s** | goal ≤ {GOAL_RERUN_S:.0f} s | "
-        f"{_meets(rerun['no_stack'])} it |",
-        f"| (3) `make demo` peak RSS | `visiongate retrain` (detect + segment) | "
+        f"**{rerun['stack']:.1f} s** | goal ≤ {GOAL_RERUN_S['stack']:.0f} s | "
+        f"{_meets(rerun['stack'], 'stack')} it |",
+        f"| (2b) no-change rerun, no stack | `visiongate retrain` | "
+        f"**{rerun['no_stack']:.1f} s** | goal ≤ {GOAL_RERUN_S['no_stack']:.0f} s | "
+        f"{_meets(rerun['no_stack'], 'no_stack')} it |",
+        f"| (3) `make demo` peak RSS | `visiongate retrain` (detect + segment + classify) | "
         f"**{gib(demo.peak_rss)}** | raw ultralytics process {gib(raw.peak_rss)}; machine "
         f"{gib(f['mem'])} | {demo.peak_rss / raw.peak_rss:.1f}× raw |",
         f"| (3) `make demo` wall | the same run | {demo.wall:.1f} s | (1) detect only "
@@ -88,11 +91,15 @@ def readings(f: dict) -> list[str]:
         f"lines: {_split_text(f['split'])}. It does not grow with epochs: the ratio falls as "
         "they grow.",
         f"- (2): a no-change rerun takes {rerun['stack']:.1f} s with the stack up "
-        f"({_meets(rerun['stack'])} the ≤ {GOAL_RERUN_S:.0f} s goal) and "
-        f"{rerun['no_stack']:.1f} s without ({_meets(rerun['no_stack'])} it); of that, start-up "
-        f"until the flow run begins: {f['start']['stack']:.1f} s vs {f['start']['no_stack']:.1f} "
-        f"s. `visiongate up` took {f['up_s']:.1f} s, once. Runs (s): stack up "
-        f"{f['runs']['stack']}; no stack {f['runs']['no_stack']}.",
+        f"({_meets(rerun['stack'], 'stack')} the ≤ {GOAL_RERUN_S['stack']:.0f} s goal) and "
+        f"{rerun['no_stack']:.1f} s without ({_meets(rerun['no_stack'], 'no_stack')} the ≤ "
+        f"{GOAL_RERUN_S['no_stack']:.0f} s goal). `visiongate retrain` decides \"nothing "
+        "changed\" before it imports Prefect, MLflow or torch (visiongate.nochange: `dvc "
+        "status` of the data stage, a re-hash of every pinned file, the identity tags read "
+        "from the project's own sqlite store), so no Prefect server starts either way; "
+        f"before this check the same reruns took 16.8 s / 8.1 s. `visiongate up` took "
+        f"{f['up_s']:.1f} s, once. Runs (s): stack up {f['runs']['stack']}; no stack "
+        f"{f['runs']['no_stack']}.",
         f"- (3): `make demo` peaks at {gib(demo.peak_rss)} of the machine's {gib(f['mem'])} "
         f"({demo.peak_rss / raw.peak_rss:.1f}× the raw training process) and takes "
         f"{demo.wall:.1f} s: training {f['demo_split'].get('training', float('nan')):.1f} s, "

@@ -9,7 +9,10 @@ Nothing changed when all of these hold:
 2. every file of every split re-hashes to what dvc.lock pins (versioning.verify);
 3. every enabled model task has a registered version whose identity tags (data md5s,
    params hash, code hash, weights sha256, library versions; visiongate.lineage) equal
-   this run's — read from the project's own MLflow sqlite store, read-only.
+   this run's — read from the project's own MLflow sqlite store, read-only, with sqlite3
+   (`registered`: the one place outside visiongate.registry that reads the registry, as
+   importing MLflow alone takes seconds; tests/integration/test_retrain_flow.py checks
+   that it answers what the flow's MLflow client answers).
 
 Any doubt answers None, and the flow takes the full path (`dvc repro`, re-pinning, the
 MLflow client): a stage to run, an edited or unreadable file, a store that is not the
@@ -83,14 +86,8 @@ def _sqlite_file(uri: str) -> Path | None:
 def _pinned_data(project: Project, dataset: str) -> tuple[dict | None, str | None]:
     """(split md5s, exclusion-list md5 or None) when DVC's pins still hold; (None, None)
     when something is out of date or edited."""
-    from dvc.repo import Repo
-
-    with Repo(str(project.root)) as repo:
-        stages = [s.addressing for s in repo.index.stages
-                  if any(versioning._overlaps(str(o.def_path), f"data/prepared/{dataset}")
-                         for o in s.outs)]
-        if not stages or repo.status(targets=stages):
-            return None, None
+    if not versioning.up_to_date(project.root, dataset):
+        return None, None
     excluded = _pinned_exclusions(project, dataset)
     if excluded is False:
         return None, None

@@ -73,6 +73,14 @@ def reproduce(root: Path, dataset: str) -> dict[str, str]:
     return split_md5s(root, dataset)
 
 
+def up_to_date(root: Path, dataset: str) -> bool:
+    """Whether `dvc repro` would run nothing for data/prepared/<dataset>: its stages'
+    dependencies and params equal what dvc.lock recorded (`dvc status`, nothing run)."""
+    with _open_repo(Path(root).resolve()) as repo:
+        targets = [s.addressing for s in repo.index.stages if _produces(s, dataset)]
+        return bool(targets) and not repo.status(targets=targets)
+
+
 def _produces(stage, dataset: str) -> bool:
     """Does the stage write data/prepared/<dataset> or a path in it (never `<dataset>2`)?"""
     folder = f"data/prepared/{dataset}"
