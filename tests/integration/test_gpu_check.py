@@ -22,7 +22,7 @@ def test_the_gpu_check_dry_run_completes_on_the_cpu(tmp_path):
 
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     section = out.read_text()
-    assert section.startswith("## GPU check")
+    assert "\n## GPU check\n" in section
     for family in ("detect rtdetr", "segment maskrcnn", "classify efficientnet_b0"):
         assert f"| {family} | needs CUDA" in section
     for family in ("detect yolo", "segment unet", "classify resnet18"):
