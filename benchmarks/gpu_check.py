@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_families import FAMILIES as DETECT_SEGMENT  # noqa: E402
 from benchmarks.bench_families import bench_yolo_overhead  # noqa: E402
 from benchmarks.report import BENCHMARKS, machine, update_section  # noqa: E402
-from visiongate import models  # noqa: E402
+from visiongate import export, models  # noqa: E402
 from visiongate.config import ClassifyConfig, DetectConfig, SegmentConfig, SynthConfig  # noqa: E402
 from visiongate.datasets.synth import generate  # noqa: E402
 from visiongate.devices import select_device, ultralytics_device  # noqa: E402
@@ -46,7 +45,6 @@ EXPORT_FORMATS = ("onnx", "openvino")
 PARITY_TOLERANCE = 0.005  # serve.parity_tolerance's default
 BUDGET_S = 400  # later checks are skipped (and fail) so the table lands inside the 480 s timeout
 NEEDS_CUDA = "needs CUDA — skipped in dry run"
-NOT_AVAILABLE = "not available in this build"
 
 
 @dataclass(frozen=True)
@@ -179,23 +177,14 @@ def check_yolo_overhead(data: Path, work: Path, s: Settings) -> list[Row]:
                 detail=f"mAP50 {r['raw_map50']:.3f}; visiongate/raw time {r['ratio']:.2f}")]
 
 
-def exporter():
-    """visiongate.export (its `prepare` and `exportable`), or None in a build without it."""
-    try:
-        module = importlib.import_module("visiongate.export")
-    except ImportError:
-        return None
-    return module if all(hasattr(module, f) for f in ("prepare", "exportable")) else None
-
-
-def check_exports(name: str, checkpoint: Path, test_dir: Path, export) -> list[Row]:
+def check_exports(name: str, checkpoint: Path, test_dir: Path) -> list[Row]:
     """Export, parity-check and time each artifact as registration does (`export.prepare`):
     single-image ms of PyTorch and of each runtime; an artifact refused on parity is noted."""
     try:
         reference = evaluate(checkpoint, test_dir)
         deployment = export.prepare(checkpoint, test_dir, reference, EXPORT_FORMATS,
                                     PARITY_TOLERANCE)
-    except Exception as err:  # exports are new: report, never abort
+    except Exception as err:  # a failed export is a row, never the end of the check
         return [Row(f"export: {name}", error_line(err))]
     rows = [Row(f"latency torch: {name}", "ok", predict_ms=deployment.torch_ms,
                 detail="PyTorch checkpoint, single image (median)")]
@@ -225,10 +214,9 @@ def print_plan(s: Settings, dry_run: bool) -> None:
     plan += [(f"{section} {family}", on_cpu if (section, family) in DRY_SUBSET else NEEDS_CUDA)
              for section, family in FAMILIES]
     plan += [("YOLO visiongate vs raw ultralytics", on_cpu),
-             (f"export {'/'.join(EXPORT_FORMATS)}",
-              "runs on the CPU (exporting families)" if exporter() else NOT_AVAILABLE)]
+             (f"export {'/'.join(EXPORT_FORMATS)}", "runs on the CPU (exporting families)")]
     for check, mode in plan:
-        print(f"  {check:36s}{mode if dry_run or mode == NOT_AVAILABLE else 'run'}", flush=True)
+        print(f"  {check:36s}{mode if dry_run else 'run'}", flush=True)
 
 
 def run_checks(work: Path, s: Settings, dry_run: bool) -> list[Row]:
@@ -258,15 +246,10 @@ def run_checks(work: Path, s: Settings, dry_run: bool) -> list[Row]:
     for row in ([Row("YOLO train: visiongate vs raw", over)] if late() else
                 check_yolo_overhead(data, work / "overhead", s)):
         add(row)
-    export = exporter()
-    if export is None:
-        add(Row(f"export {'/'.join(EXPORT_FORMATS)}", NOT_AVAILABLE,
-                detail="no visiongate.export; PyTorch latency is in the family rows"))
-        return rows
     for name, checkpoint in checkpoints.items():
         if export.exportable(models.CheckpointMeta.read(checkpoint)):
             for row in [Row(f"export: {name}", over)] if late() else \
-                    check_exports(name, checkpoint, data / "test", export):
+                    check_exports(name, checkpoint, data / "test"):
                 add(row)
     return rows
 

@@ -43,8 +43,11 @@ def _nothing_changed(args: argparse.Namespace) -> list | None:
     from visiongate.outcomes import summary
     from visiongate.paths import Project
 
-    project = Project.at(args.root)
-    params = load_params(project.root / args.params, deep=False)
+    try:
+        project = Project.at(args.root)
+        params = load_params(project.root / args.params, deep=False)
+    except VisiongateError:  # the flow reports it (or what is wrong instead), as ever
+        return None
     if args.dataset:
         params = params.model_copy(update={"dataset": args.dataset})
     store = nochange.own_store(project, params)
