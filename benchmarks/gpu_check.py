@@ -21,7 +21,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_families import FAMILIES as DETECT_SEGMENT  # noqa: E402
 from benchmarks.bench_families import bench_yolo_overhead  # noqa: E402
+from benchmarks.gpu_check_rows import Row, Settings, error_line  # noqa: E402
 from benchmarks.report import BENCHMARKS, machine, update_section  # noqa: E402
 from visiongate import export, models  # noqa: E402
 from visiongate.config import ClassifyConfig, DetectConfig, SegmentConfig, SynthConfig  # noqa: E402
@@ -45,49 +45,6 @@ EXPORT_FORMATS = ("onnx", "openvino")
 PARITY_TOLERANCE = 0.005  # serve.parity_tolerance's default
 BUDGET_S = 400  # later checks are skipped (and fail) so the table lands inside the 480 s timeout
 NEEDS_CUDA = "needs CUDA — skipped in dry run"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How every family trains: device spec, data size, epochs; imgsz/batch None = defaults."""
-
-    device: str
-    images: int
-    epochs: int
-    imgsz: int | None = None
-    batch: int | None = None
-
-
-@dataclass(frozen=True)
-class Row:
-    """One check's line of the results table."""
-
-    check: str
-    status: str
-    train_s: float | None = None
-    images_per_s: float | None = None
-    amp: str = "–"
-    peak_mib: float | str | None = None
-    predict_ms: float | None = None
-    detail: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return self.status.startswith("FAILED")
-
-    def cells(self) -> list[str]:
-        numbers = [(self.train_s, ".1f"), (self.images_per_s, ".1f"), (self.peak_mib, ".0f"),
-                   (self.predict_ms, ".1f")]
-        shown = ["–" if v is None else v if isinstance(v, str) else format(v, spec)
-                 for v, spec in numbers]
-        cells = [self.check, self.status, *shown[:2], self.amp, *shown[2:], self.detail]
-        return [c.replace("|", "\\|") for c in cells]
-
-
-def error_line(err: BaseException) -> str:
-    """The error's type and first line, short enough for a table cell."""
-    lines = str(err).strip().splitlines()
-    return f"FAILED: {type(err).__name__}{': ' + lines[0] if lines else ''}"[:200]
 
 
 def check_device(cuda_run: bool) -> Row:
