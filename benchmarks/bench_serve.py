@@ -28,9 +28,7 @@ import base64
 import http.client
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_predict import prepared_champion  # noqa: E402
 from benchmarks.report import machine, update_section  # noqa: E402
-from visiongate import loadgen, registry, stack  # noqa: E402
+from visiongate import loadgen, registry  # noqa: E402
 from visiongate.config import ServeConfig  # noqa: E402
 
 CLIENTS = (1, 4, 16)
@@ -87,35 +85,6 @@ def reference_ms(uri: str, name: str, image: Path, cache: Path, n: int = 100) ->
             if i >= 5:
                 times.append((time.perf_counter() - start) * 1000)
     return times
-
-
-def start_server(root: Path, name: str, log: Path) -> tuple[subprocess.Popen, str]:
-    """`python -m flows.cli serve --model models:/NAME@champion` on a free loopback port."""
-    port = stack.free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("VISIONGATE_SERVE_") and k != "MLFLOW_TRACKING_URI"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--model",
-                                 f"models:/{name}@champion", "--root", str(root), "--port",
-                                 str(port)], cwd=REPO, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while not stack.Server("mlflow", "127.0.0.1", port).healthy(timeout=1):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_server(proc)
-            raise RuntimeError(f"the server did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.3)
-    return proc, f"http://127.0.0.1:{port}/invocations"
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def memory(pid: int) -> dict:
@@ -261,12 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         bodies = [request_body(images[0])]
         args.body_kb = len(bodies[0]) / 1024
         check = well_formed([(args.size, args.size)])
-        proc, url = start_server(work, name, Path(tmp) / "server.log")
+        proc, url = loadgen.serve_model(work, f"models:/{name}@champion", Path(tmp) / "server.log",
+                                        {k: v for k, v in os.environ.items()
+                                         if k != "MLFLOW_TRACKING_URI"})
         try:
             figures = load(url, proc.pid, bodies, check, args.per_run, args.total, args.every)
             limits = limits_checks(url)
         finally:
-            stop_server(proc)
+            loadgen.stop_server(proc)
     image = f"{args.size}×{args.size}"
     text = section(args, figures["runs"], ref, figures, limits, image, command,
                    time.monotonic() - started)

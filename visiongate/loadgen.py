@@ -21,6 +21,9 @@ from __future__ import annotations
 import http.client
 import math
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -233,3 +236,39 @@ def tree_rss(pid: int) -> int:
     if not os.path.isdir(f"/proc/{pid}"):
         raise ProcessLookupError(f"no process {pid}")
     return sum(rss(p) for p in tree_pids(pid))
+
+
+def serve_model(root: Path, model: str, log: Path, env: dict[str, str] | None = None,
+                timeout_s: float = 180) -> tuple[subprocess.Popen, str]:
+    """`visiongate serve --model MODEL --root ROOT` on a free loopback port, in its own
+    process group (uvicorn runs beneath the CLI process), output to `log`; returns (process,
+    invocations URL) once it answers. VISIONGATE_SERVE_* of `env` (default: this process's)
+    are dropped: the server takes its limits from ROOT's params.yaml."""
+    from visiongate import stack
+
+    port = stack.free_port()
+    env = {k: v for k, v in (os.environ if env is None else env).items()
+           if not k.startswith("VISIONGATE_SERVE_")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--model", model,
+                                 "--root", str(root), "--port", str(port)],
+                                cwd=Path(__file__).resolve().parents[1], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while not stack.Server("mlflow", "127.0.0.1", port).healthy(timeout=1):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_server(proc)
+            raise RuntimeError(f"the server did not start:\n{Path(log).read_text()[-3000:]}")
+        time.sleep(0.3)
+    return proc, f"http://127.0.0.1:{port}/invocations"
+
+
+def stop_server(proc: subprocess.Popen, grace_s: float = 20) -> None:
+    """SIGTERM the server's process group, SIGKILL it after `grace_s`."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -18,15 +18,12 @@ import http.client
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from visiongate import loadgen, models, registry, stack, tracking
+from visiongate import loadgen, models, registry, tracking
 from visiongate.config import DetectConfig, MlflowConfig, SynthConfig
 from visiongate.datasets import synth
 from visiongate.datasets.coco import load_split
@@ -69,29 +66,13 @@ def store(tmp_path_factory) -> dict:
 def server(store):
     """(url, pid) of `visiongate serve --model models:/shapes-detect@champion` on a free
     loopback port, in its own process group (uvicorn runs beneath the CLI process)."""
-    port = stack.free_port()
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"}
-    env = {k: v for k, v in env.items() if not k.startswith("VISIONGATE_SERVE_")}
-    log = store["root"] / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "serve", "--model",
-             "models:/shapes-detect@champion", "--root", str(store["root"]), "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc, url = loadgen.serve_model(store["root"], "models:/shapes-detect@champion",
+                                    store["root"] / "server.log", env, timeout_s=120)
     try:
-        deadline = time.monotonic() + 120
-        while not stack.Server("mlflow", "127.0.0.1", port).healthy(timeout=1):
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "the scoring server did not start"
-            time.sleep(0.3)
-        yield f"http://127.0.0.1:{port}/invocations", proc.pid
+        yield url, proc.pid
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        loadgen.stop_server(proc)
 
 
 def _request_body(png: bytes) -> bytes:
