@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -54,41 +54,86 @@ class Run:
     peak_rss: int  # bytes, summed over the process tree
     started: float  # time.time() at launch
     log: str
+    peak_pss: int = 0  # bytes, proportional set size summed over the tree (shared pages split)
+    samples: list = field(default_factory=list)  # (seconds since launch, {role: RSS bytes})
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict, log_path: Path) -> Run:
-    """Run cmd to completion (output to log_path), sampling its tree's summed RSS."""
+    """Run cmd to completion (output to log_path), sampling its tree's memory."""
     with open(log_path, "w") as out:
         started, t0 = time.time(), time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        peak = [0]
-        sampler = threading.Thread(target=_sample_rss, args=(proc, peak), daemon=True)
+        run = Run(0.0, 0, started, "")
+        sampler = threading.Thread(target=_sample, args=(proc, run, t0), daemon=True)
         sampler.start()
         rc = proc.wait()
-        wall = time.perf_counter() - t0
+        run.wall = time.perf_counter() - t0
         sampler.join()
-    log = log_path.read_text(errors="replace")
+    run.log = log_path.read_text(errors="replace")
     if rc not in OK_EXIT:
-        raise RuntimeError(f"{' '.join(cmd)} exited {rc}; its output ends:\n{log[-3000:]}")
-    return Run(wall, peak[0], started, log)
+        raise RuntimeError(f"{' '.join(cmd)} exited {rc}; its output ends:\n{run.log[-3000:]}")
+    return run
 
 
-def _rss(process: psutil.Process) -> int:
+def _role(process: psutil.Process, root_pid: int) -> str:
+    """Which part of the tree a process is: the flow's own process, Prefect's server, DVC."""
+    if process.pid == root_pid:
+        return "flow process"
+    cmd = " ".join(process.cmdline())
+    if "prefect" in cmd and ("server" in cmd or "uvicorn" in cmd):
+        return "Prefect server"
+    return "DVC" if "dvc" in cmd else f"other ({process.name()})"
+
+
+def _memory(process: psutil.Process, pss: bool) -> int:
     try:
-        return process.memory_info().rss
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return process.memory_full_info().pss if pss else process.memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, AttributeError):
         return 0
 
 
-def _sample_rss(proc: subprocess.Popen, peak: list[int]) -> None:
-    """Every 0.2 s until proc ends: peak[0] = max(peak[0], summed RSS of proc's tree)."""
+def _sample(proc: subprocess.Popen, run: Run, t0: float) -> None:
+    """Every 0.2 s until proc ends: the tree's RSS by role (peak of the sum kept in run), and
+    every 5th time its summed PSS (smaps is slower to read)."""
     try:
         root = psutil.Process(proc.pid)
+        n = 0
         while proc.poll() is None:
-            peak[0] = max(peak[0], sum(map(_rss, [root, *root.children(recursive=True)])))
+            tree = [root, *root.children(recursive=True)]
+            by_role: dict[str, int] = {}
+            for process in tree:
+                try:
+                    role = _role(process, root.pid)
+                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                    continue
+                by_role[role] = by_role.get(role, 0) + _memory(process, pss=False)
+            run.samples.append((time.perf_counter() - t0, by_role))
+            run.peak_rss = max(run.peak_rss, sum(by_role.values()))
+            if n % 5 == 0:
+                run.peak_pss = max(run.peak_pss, sum(_memory(p, pss=True) for p in tree))
+            n += 1
             time.sleep(0.2)
     except psutil.NoSuchProcess:
         pass
+
+
+def role_peaks(run: Run) -> dict[str, int]:
+    """Each role's own peak RSS over the run."""
+    peaks: dict[str, int] = {}
+    for _, by_role in run.samples:
+        for role, rss in by_role.items():
+            peaks[role] = max(peaks.get(role, 0), rss)
+    return peaks
+
+
+def span_peaks(run: Run) -> list[tuple[str, float]]:
+    """The flow process's peak RSS (GiB) in each task span of its log, in order."""
+    out = []
+    for name, start, end in task_spans(run):
+        inside = [s.get("flow process", 0) for t, s in run.samples if start <= t <= end]
+        if inside:
+            out.append((name, max(inside) / 2**30))
+    return out
 
 
 def cli_env(prefect_home: Path) -> dict:
@@ -129,23 +174,37 @@ def retrain(project: Path, env: dict, log_path: Path) -> Run:
     return run_measured([*CLI, "retrain", "--root", str(project)], project, env, log_path)
 
 
-def phases(run: Run) -> dict[str, float]:
-    """The flow's wall split by its Prefect log lines: a task lasts from the previous task's
-    "Finished" line (or the flow's "Beginning") to its own. Empty when none is found."""
+def task_spans(run: Run) -> list[tuple[str, float, float]]:
+    """(name, start, end) in seconds since launch, from the flow's Prefect log lines: start-up
+    until "Beginning flow run", each task from the previous task's "Finished" line (or the
+    flow's start) to its own, then shutdown. A task that runs more than once is numbered."""
     lt = time.localtime(run.started)
     launch = lt.tm_hour * 3600 + lt.tm_min * 60 + lt.tm_sec + run.started % 1
-    split, last = {}, None
+    spans, last, seen = [], None, {}
     for match in filter(None, map(LOG_LINE.match, run.log.splitlines())):
         h, m, s, ms, text = match.groups()
         at = (int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 - launch) % 86400
         task = re.match(r"Task run '(\w+)-\w+' - Finished in state", text)
         if "Beginning flow run" in text:
-            split["startup"], last = at, at
+            spans, last = [("startup", 0.0, at)], at
         elif task and last is not None:
-            phase = next((p for p, names in PHASES.items() if task[1] in names), "other")
-            split[phase], last = split.get(phase, 0.0) + at - last, at
+            seen[task[1]] = seen.get(task[1], 0) + 1
+            name = task[1] + (f" #{seen[task[1]]}" if seen[task[1]] > 1 else "")
+            spans.append((name, last, at))
+            last = at
     if last is not None:
-        split["finish"] = run.wall - last
+        spans.append(("finish", last, run.wall))
+    return spans
+
+
+def phases(run: Run) -> dict[str, float]:
+    """The flow's wall split into PHASES by task_spans. Empty when no log line is found."""
+    split: dict[str, float] = {}
+    for name, start, end in task_spans(run):
+        task = name.split(" #")[0]
+        phase = task if task in ("startup", "finish") else next(
+            (p for p, names in PHASES.items() if task in names), "other")
+        split[phase] = split.get(phase, 0.0) + end - start
     return split
 
 
@@ -260,7 +319,8 @@ def figures(r: dict) -> dict:
     flow, raw, demo = r["flow"]["flow"], r["flow"]["raw"], r["demo"]
     reruns = {k: r["reruns"][k] for k in ("stack", "no_stack")}
     return {"flow": flow, "raw": raw, "demo": demo, "raw_train_s": r["flow"]["raw_train_s"],
-            "split": phases(flow), "demo_split": phases(demo), "up_s": r["reruns"]["up_s"],
+            "split": phases(flow), "demo_split": phases(demo), "demo_roles": role_peaks(demo),
+            "demo_spans": span_peaks(demo), "up_s": r["reruns"]["up_s"],
             "mem": psutil.virtual_memory().total, "migrate_s": r["migrate_s"],
             "rerun": {k: statistics.median(x.wall for x in v) for k, v in reruns.items()},
             "start": {k: statistics.median(phases(x).get("startup", float("nan")) for x in v)

@@ -50,7 +50,8 @@ def intro(f: dict, args: argparse.Namespace) -> list[str]:
         "test-split map and the label-quality scores (params.yaml defaults). (1) and (3) are single "
         f"runs (minutes each); (2) is the median of {args.repeats}. Memory: peak of the summed "
         "RSS of the process tree (Prefect server and DVC stage included; shared pages count in "
-        "each process), sampled every 0.2 s.", "",
+        "each process), sampled every 0.2 s; each process's own peak and the tree's summed PSS "
+        "(every 1 s) attribute it.", "",
         f"Machine: {machine()}.", "",
         f"Command: `.venv/bin/python benchmarks/bench_retrain.py {epochs}--repeats "
         f"{args.repeats} --write`", ""]
@@ -103,4 +104,23 @@ def readings(f: dict) -> list[str]:
         f"- (3): `make demo` peaks at {gib(demo.peak_rss)} of the machine's {gib(f['mem'])} "
         f"({demo.peak_rss / raw.peak_rss:.1f}× the raw training process) and takes "
         f"{demo.wall:.1f} s: training {f['demo_split'].get('training', float('nan')):.1f} s, "
-        f"{_split_text(f['demo_split'])}.", ""]
+        f"{_split_text(f['demo_split'])}.", *_memory_text(f), ""]
+
+
+def _memory_text(f: dict) -> list[str]:
+    """Where (3)'s memory goes: each process's own peak, the tree's PSS, the flow process's
+    peak by task."""
+    demo, raw, roles = f["demo"], f["raw"], f.get("demo_roles") or {}
+    if not roles:
+        return []
+    own = roles.get("flow process", 0)
+    spans = sorted(f.get("demo_spans", []), key=lambda s: -s[1])[:6]
+    return [
+        "- (3) memory, attributed: each process's own peak RSS — "
+        + ", ".join(f"{role} {gib(rss)}" for role, rss in sorted(roles.items(), key=lambda r: -r[1]))
+        + f". The flow process alone peaks at {gib(own)}, {own / raw.peak_rss:.1f}× the raw "
+        f"training process. Summed PSS (shared library pages split between the processes that "
+        f"map them instead of counted in each) peaks at {gib(demo.peak_pss)}, "
+        f"{demo.peak_pss / raw.peak_rss:.1f}× raw. The flow process's peak RSS by task (highest "
+        "first; RSS never falls much in CPython, so a task's peak includes what earlier ones "
+        "left): " + ", ".join(f"{name} {gb:.2f} GiB" for name, gb in spans) + "."]
