@@ -34,7 +34,7 @@ import torch
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.report import machine, update_section  # noqa: E402
-from visiongate import export, models, registry, serving, tracking  # noqa: E402
+from visiongate import export, models, moves, registry, serving, tracking  # noqa: E402
 from visiongate.config import (DetectConfig, MlflowConfig, ServeConfig, SynthConfig,  # noqa: E402
                                load_params)
 from visiongate.evaluate import evaluate  # noqa: E402
@@ -66,7 +66,7 @@ def temporary_champion(work: Path, size: int, n_images: int) -> tuple[str, str, 
     images = [split.image_path(im) for im in split.images]
     version = registry.register(uri, "bench-detect",
                                 tracking.log_model(uri, run_id, checkpoint, images[0]), {})
-    registry.promote(uri, "bench-detect", version.version, "benchmark")
+    moves.promote(uri, "bench-detect", version.version, "benchmark")
     return uri, "bench-detect", images
 
 

@@ -8,6 +8,7 @@ current folder), like `visiongate evaluate`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -43,11 +44,23 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alias_lock(uri: str, name: str):
+    """Through a tracking server, the lock every writer shares (tasks/registry.py); a sqlite
+    store's own lock is taken by visiongate.moves (and Prefect is not imported)."""
+    if uri.startswith("sqlite:"):
+        return contextlib.nullcontext()
+    import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
+    from tasks.registry import shared_alias_lock
+
+    return shared_alias_lock(uri, name)
+
+
 def _promote(args: argparse.Namespace) -> int:
-    from visiongate import registry
+    from visiongate import moves, registry
 
     uri = _uri(args)
-    move = registry.promote(uri, args.name, args.version, args.reason)
+    with _alias_lock(uri, args.name):
+        move = moves.promote(uri, args.name, args.version, args.reason)
     if move.replaced == move.version:
         print(f"{args.name} v{args.version} is already champion; nothing moved")
         return 0
@@ -61,9 +74,11 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from visiongate import registry
+    from visiongate import moves
 
-    move = registry.rollback(_uri(args), args.name, args.reason)
+    uri = _uri(args)
+    with _alias_lock(uri, args.name):
+        move = moves.rollback(uri, args.name, args.reason)
     left = f"; v{move.replaced} is no longer champion" if move.replaced else ""
     print(f"{args.name} rolled back: v{move.version} is champion again{left} "
           f"({move.by}, {move.at})")
@@ -92,6 +107,19 @@ def _serve(args: argparse.Namespace) -> int:
     from flows.schedule import serve_deployments
 
     serve_deployments(Path(args.root), args.params)
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    """The deployments registered with a work pool, for `prefect worker start` to run."""
+    if not os.environ.get("PREFECT_API_URL"):
+        raise ConfigError("no Prefect server to register the deployments with: run `make up` "
+                          "(visiongate up) first, or set PREFECT_API_URL")
+    from flows.schedule import deploy_to_pool
+
+    names = deploy_to_pool(Path(args.root), args.pool, args.params)
+    print(f"registered with work pool {args.pool!r}: {', '.join(names)}\n"
+          f"run them with: prefect worker start --pool {args.pool}")
     return 0
 
 
@@ -169,3 +197,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, default=5001)
     serve.add_argument("--workers", type=int, default=1)
     serve.set_defaults(func=_serve)
+
+    deploy = _store_args(sub.add_parser("deploy", help=(
+        "register the same deployments with a Prefect work pool (created as a `process` "
+        "pool if missing) instead of serving them; `prefect worker start --pool NAME` runs "
+        "them wherever visiongate is installed and the project is at the same path")))
+    deploy.add_argument("--pool", required=True, help="work pool name")
+    deploy.set_defaults(func=_deploy)

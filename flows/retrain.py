@@ -1,5 +1,5 @@
-"""The retrain chain: version data → validate → train → score → decide → record (register,
-promote) — or "nothing changed" when data, params and code equal a registered version's.
+"""The retrain chain: version data → validate → train → score → decide → record (register)
+→ promote and close the run in one transaction — or "nothing changed" when data, params and code equal a registered version's.
 
     python -m flows.retrain [--root .]      or      visiongate retrain
 """
@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
 from prefect import flow, get_run_logger
+from prefect.transactions import transaction
 
 from tasks.data import describe_data, model_data, report_exclusions, validate_data, \
     verify_data, version_data, version_exclusions
@@ -20,7 +21,8 @@ from tasks.export import export_for_serving
 from tasks.gate import gate
 from tasks.registry import alias_version, checkout, log_model, promote, register, \
     unchanged_version
-from tasks.tracking import log_dataset, log_deployment, log_results, start_run
+from tasks.tracking import close_orphans, log_dataset, log_deployment, log_results, \
+    start_run
 from tasks.train import augment_preview, train_model
 from visiongate import registry, tracking
 from visiongate.config import (ClassifyConfig, DetectConfig, Params, SegmentConfig, check_deep,
@@ -74,6 +76,7 @@ def retrain_all(project: Project, params: Params, force: bool = False) -> list[O
         with pixel_limit(params.validation.max_pixels):  # images above it: refused, not decoded
             data = validate(project, params, todo)
             experiment_id = tracking.ensure_experiment(uri, project.root, params.mlflow)
+            close_orphans(uri, experiment_id)  # runs a killed retrain left RUNNING: FAILED
             for task in todo:
                 root = model_data(str(project.root), params.dataset, view_of(params, task))
                 job = Job(project, params, task, md5s, lineages[task], data, uri, experiment_id,
@@ -164,14 +167,19 @@ def retrain_one(job: Job) -> Outcome:
         log_deployment(job.uri, run_id, deployment)
         insight = show_insight(job, checkpoint, scores.champion_path, run_id)
         verdict, report = decide(job, scores, run_id, insight, deployment)
-        version = record(job, run_id, checkpoint, verdict, report)
+        version = record(job, run_id, checkpoint, verdict)
+        # The champion moves with a finished run or not at all: if closing the run fails,
+        # the transaction's rollback puts the aliases back (tasks/registry.py).
+        with transaction():
+            if verdict.passed:
+                promote(job.uri, job.name, version, reason=f"gate passed in retrain run {run_id}")
+            tracking.end_run(job.uri, run_id)
     except BaseException:
         try:
             tracking.end_run(job.uri, run_id, failed=True)  # the run says FAILED; no champion moved
         except Exception as err:  # e.g. the tracking server is the failure: keep its error
             get_run_logger().warning("could not mark MLflow run %s FAILED: %s", run_id, err)
         raise
-    tracking.end_run(job.uri, run_id)
     outcome = Outcome(job.name, "promoted" if verdict.passed else "refused", version,
                       scores.champion_version, scores.metrics, scores.champion_metrics,
                       verdict, run_id)
@@ -263,15 +271,12 @@ def decide(job: Job, scores: Scores, run_id: str, insight: Insight | None = None
     return verdict, report
 
 
-def record(job: Job, run_id: str, checkpoint: str, verdict: GateResult, report: str) -> str:
-    """Register the candidate (alias challenger) and, if the gate passed, promote it."""
+def record(job: Job, run_id: str, checkpoint: str, verdict: GateResult) -> str:
+    """Log the candidate as the run's model and register it (alias challenger)."""
     model_uri = log_model(job.uri, run_id, checkpoint, job.split("test"))
-    version = register(job.uri, job.name, model_uri, {
+    return register(job.uri, job.name, model_uri, {
         **job.lineage, "run_id": run_id, "gate.passed": str(verdict.passed).lower(),
         "serve.runtime": CheckpointMeta.read(Path(checkpoint)).runtime})
-    if verdict.passed:
-        promote(job.uri, job.name, version, reason=f"gate passed in retrain run {run_id}")
-    return version
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Deployments: scheduled retraining, weekly champion checks, prediction on demand, and a
-data watcher. `visiongate serve` (after `make up`) registers and runs them:
+data watcher. `visiongate serve` (after `make up`) registers and runs them in its own
+process; `visiongate deploy --pool NAME` registers them with a work pool instead, for
+`prefect worker start --pool NAME` to run:
 
     retrain/scheduled            params.yaml schedule.retrain_cron (nightly); one at a time
     evaluate-champions/weekly    schedule.evaluate_cron: each champion re-scored on the pinned
@@ -15,10 +17,14 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import flows  # noqa: F401  (Prefect environment defaults before prefect is imported)
-from prefect import flow, get_run_logger, serve
+from prefect import flow, get_client, get_run_logger, serve
+from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
+from prefect.types.entrypoint import EntrypointType
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.schedules import Cron, Interval
+from prefect.workers.process import ProcessWorker
 
 from flows.predict import predict
 from flows.retrain import retrain
@@ -26,7 +32,7 @@ from tasks.data import model_data, verify_data, version_data
 from tasks.evaluate import evaluate_model
 from tasks.gate import floor_check, publish_metrics_table
 from tasks.registry import champion_checkpoint, versions_on_data
-from tasks.tracking import log_evaluation
+from tasks.tracking import close_orphans, log_evaluation
 from visiongate import tracking
 from visiongate.config import load_params
 from visiongate.errors import RetrainBusy
@@ -47,6 +53,7 @@ def evaluate_champions(root: str = ".", params_file: str = "params.yaml") -> lis
     verify_data(str(project.root), params.dataset, md5s)
     uri = tracking.tracking_uri(project.root, params.mlflow)
     experiment_id = tracking.ensure_experiment(uri, project.root, params.mlflow)
+    close_orphans(uri, experiment_id)  # runs a killed retrain left RUNNING: FAILED
     logger, results, below = get_run_logger(), [], []
     for task_name, cfg in params.model_tasks().items():
         name = registry_name(params.dataset, task_name)
@@ -96,27 +103,49 @@ def watch_data(root: str = ".", params_file: str = "params.yaml") -> str | None:
     return str(run.id)
 
 
-def deployments(root: Path, params_file: str = "params.yaml") -> list:
-    """The four deployments, for `serve` (or a work pool: README "Beyond one machine")."""
+def deployments(root: Path, params_file: str = "params.yaml",
+                entrypoint: EntrypointType = EntrypointType.FILE_PATH) -> list:
+    """The four deployments, for `serve`, or with entrypoint MODULE_PATH for a work pool
+    (its workers import them from the installed package: deploy_to_pool)."""
     project = Path(root).resolve()
     schedule = load_params(project / params_file, deep=False).schedule
     args = {"root": str(project), "params_file": params_file}
-    tz = schedule.timezone
+    tz, common = schedule.timezone, {"entrypoint_type": entrypoint}
     out = [
         retrain.to_deployment("scheduled", schedules=[Cron(schedule.retrain_cron, timezone=tz)],
                               parameters=args, concurrency_limit=ConcurrencyLimitConfig(
                                   limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
-                              description="retrain, gate and promote; nothing when nothing changed"),
+                              description="retrain, gate and promote; nothing when nothing "
+                              "changed", **common),
         evaluate_champions.to_deployment("weekly", parameters=args, schedules=[
-            Cron(schedule.evaluate_cron, timezone=tz)]),
+            Cron(schedule.evaluate_cron, timezone=tz)], **common),
         predict.to_deployment("on-demand", parameters={"root": str(project),
-                                                       "params_file": params_file}),
+                                                       "params_file": params_file}, **common),
     ]
     if schedule.data_poll_minutes > 0:  # first poll one interval after `serve` starts
         every = timedelta(minutes=schedule.data_poll_minutes)
         out.append(watch_data.to_deployment("poll", parameters=args, schedules=[
-            Interval(every, anchor_date=datetime.now(timezone.utc) + every)]))
+            Interval(every, anchor_date=datetime.now(timezone.utc) + every)], **common))
     return out
+
+
+def deploy_to_pool(root: Path, pool: str, params_file: str = "params.yaml") -> list[str]:
+    """Register the deployments with work pool `pool` (created as a `process` pool with
+    Prefect's default job template when missing) and return their names. A worker runs them:
+    `prefect worker start --pool POOL` where visiongate is installed and the project folder
+    (params.yaml, dvc.yaml, its DVC cache or remote) is at the same path."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(
+                name=pool, type="process",
+                base_job_template=ProcessWorker.get_default_base_job_template()))
+        except ObjectAlreadyExists:
+            pass
+    names = []
+    for deployment in deployments(root, params_file, EntrypointType.MODULE_PATH):
+        deployment.apply(work_pool_name=pool)
+        names.append(f"{deployment.flow_name}/{deployment.name}")
+    return names
 
 
 def serve_deployments(root: Path, params_file: str = "params.yaml") -> None:

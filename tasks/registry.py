@@ -1,11 +1,19 @@
 """MLflow registry tasks: retried, since a tracking server can blink."""
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from prefect import runtime, task
+from prefect import get_client, runtime, task
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.settings import get_current_settings
+from prefect.transactions import get_transaction
 
 from tasks.tracking import IO
-from visiongate import registry, tracking
+from visiongate import moves, registry, tracking
 from visiongate.datasets.coco import load_split
 
 
@@ -55,12 +63,49 @@ def register(uri: str, name: str, model_uri: str, tags: dict) -> str:
     return registry.register(uri, name, model_uri, tags).version
 
 
+@contextmanager
+def shared_alias_lock(uri: str, name: str) -> Iterator[None]:
+    """Alias moves of `name` through a tracking server, one at a time across every process
+    that talks to the same Prefect server (workers, `visiongate promote`): a global
+    concurrency limit `visiongate-aliases-<name>` of one slot, created on first use. Its
+    lease frees the slot when a holder dies. A sqlite store is serialised by
+    registry.alias_lock instead; without a Prefect server (PREFECT_API_URL) there is no
+    lock shared beyond one machine to take (README "Beyond one machine")."""
+    if uri.startswith("sqlite:") or not get_current_settings().api.url:
+        yield
+        return
+    limit = "visiongate-aliases-" + re.sub(r"[^A-Za-z0-9_-]", "-", name)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=limit,
+                                                                                limit=1))
+        except ObjectAlreadyExists:
+            pass
+    with concurrency(limit, occupy=1, timeout_seconds=registry.LOCK_TIMEOUT_S, strict=True,
+                     lease_duration=60):
+        yield
+
+
 @task(**IO)
 def promote(uri: str, name: str, version: str, reason: str) -> None:
-    """Gate pass: move `champion`, recording the Prefect flow run that moved it."""
+    """Gate pass: move `champion`, recording the Prefect flow run that moved it. Inside a
+    transaction, the aliases it found are kept so that a rollback puts them back."""
     flow_run = runtime.flow_run
     by = f"flow run {flow_run.name} ({flow_run.id})" if flow_run.id else None
-    registry.promote(uri, name, version, reason, by=by)
+    with shared_alias_lock(uri, name):
+        move = moves.promote(uri, name, version, reason, by=by)
+    if (txn := get_transaction()) is not None:
+        txn.set("undo", {"uri": uri, "name": name, "before": move.before, "version": version})
+
+
+@promote.on_rollback
+def _put_back(txn) -> None:
+    """A step after the promotion failed: the champion before it is champion again."""
+    undo = txn.get("undo", None)
+    if undo:
+        with shared_alias_lock(undo["uri"], undo["name"]):
+            moves.restore(undo["uri"], undo["name"], undo["before"], undo["version"],
+                          "a step after the promotion failed; its transaction was rolled back")
 
 
 @task(**IO)

@@ -4,7 +4,11 @@ import math
 import os
 from pathlib import Path
 
-from prefect import task
+from uuid import UUID
+
+from prefect import get_client, get_run_logger, runtime, task
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed
 
 from visiongate import tracking
 from visiongate.errors import ConfigError, VisiongateError
@@ -41,7 +45,28 @@ IO = {"retries": len(_DELAYS), "retry_delay_seconds": _DELAYS, "retry_condition_
 
 @task(**IO)
 def start_run(uri: str, experiment_id: str, run_name: str, params: dict, tags: dict) -> str:
-    return tracking.start_run(uri, experiment_id, run_name, params, tags)
+    flow_run = runtime.flow_run.id
+    return tracking.start_run(uri, experiment_id, run_name, params,
+                              {**tags, **({tracking.FLOW_RUN_TAG: flow_run} if flow_run else {})})
+
+
+@task(**IO)
+def close_orphans(uri: str, experiment_id: str) -> list[str]:
+    """MLflow runs left RUNNING by a process that died (tracking.close_orphans): FAILED, and
+    their Prefect flow runs, where this Prefect server knows them and they are not final,
+    Crashed, each with the reason. Returns the MLflow run ids."""
+    closed = tracking.close_orphans(uri, experiment_id)
+    for run_id, flow_run_id, reason in closed:
+        get_run_logger().warning("MLflow run %s: %s", run_id, reason)
+        if flow_run_id:
+            with get_client(sync_client=True) as client:
+                try:
+                    flow_run = client.read_flow_run(UUID(flow_run_id))
+                except (ObjectNotFound, ValueError):
+                    continue
+                if flow_run.state is None or not flow_run.state.is_final():
+                    client.set_flow_run_state(flow_run.id, Crashed(message=reason), force=True)
+    return [run_id for run_id, _, _ in closed]
 
 
 @task(**IO)

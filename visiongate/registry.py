@@ -1,22 +1,14 @@
-"""MLflow model registry edge: register candidates, read and move aliases.
-
-Aliases: every candidate gets `challenger`; `champion` moves only on promotion (a gate
-pass in the retrain flow, or an explicit `visiongate promote`), and the version it leaves
-keeps `previous-champion`, so a rollback is one command. A rollback makes the
-previous champion champion again; the rolled-back version loses every alias but
-`challenger` (a second rollback would otherwise re-promote it) and `previous-champion`
-is cleared until the next promotion. Each move is tagged on the versions it touches
-(when, by whom, why) and appended to the registered model's `champion_history` tag.
+"""MLflow model registry edge: register candidates, read versions and aliases, check out
+a version's files. Every candidate gets the alias `challenger`; `champion` and
+`previous-champion` move only through visiongate/moves.py.
 """
 
 from __future__ import annotations
 
-import getpass
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -30,7 +22,6 @@ from visiongate.tracking import process_tracking_uri
 from visiongate.vocab import HEADLINE_METRICS
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous-champion"
-HISTORY_TAG, HISTORY_KEEP = "champion_history", 50
 LOCK_TIMEOUT_S = 120
 MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
@@ -43,19 +34,6 @@ class Version:
     source: str
     aliases: tuple[str, ...]
     tags: dict[str, str]
-
-
-@dataclass(frozen=True)
-class Move:
-    """One move of `champion`: `version` became champion, replacing `replaced` (or None)."""
-
-    action: str  # "promote" | "rollback"
-    name: str
-    version: str
-    replaced: str | None
-    at: str
-    by: str
-    reason: str
 
 
 def _version(mv) -> Version:
@@ -164,68 +142,9 @@ def checkout(uri: str, version: Version, cache_root: Path) -> Path:
                            f"{version.name} v{version.version}")
 
 
-def _tag(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
+def tag_version(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-
-
-def _record(client: MlflowClient, move: Move) -> Move:
-    """Tag the new champion and append the move to the model's history."""
-    _tag(client, move.name, move.version, {
-        "promoted_at": move.at, "promoted_by": move.by, "promotion_reason": move.reason,
-        "promoted_from": move.replaced or "none", "promotion_action": move.action})
-    history = json.loads(client.get_registered_model(move.name).tags.get(HISTORY_TAG, "[]"))
-    entry = {**asdict(move), "reason": move.reason[:500]}
-    client.set_registered_model_tag(move.name, HISTORY_TAG,
-                                    json.dumps((history + [entry])[-HISTORY_KEEP:]))
-    return move
-
-
-def promote(uri: str, name: str, version: str, reason: str, by: str | None = None) -> Move:
-    """Move `champion` to `version`; the replaced champion becomes `previous-champion`.
-
-    Promoting the current champion again changes nothing (the returned move has
-    `replaced == version`).
-    """
-    client, by = MlflowClient(uri), by or f"user {getpass.getuser()}"
-    with alias_lock(uri):
-        get(uri, name, version)  # clear error for an unknown name or version
-        current = by_alias(uri, name, CHAMPION)
-        if current is not None and current.version == version:
-            return Move("promote", name, version, version, _now(), by, reason)
-        move = Move("promote", name, version, current.version if current else None, _now(), by,
-                    reason)
-        if current is not None:
-            client.set_registered_model_alias(name, PREVIOUS, current.version)
-            _tag(client, name, current.version, {
-                "retired_at": move.at, "retired_by": by,
-                "retired_reason": f"replaced by v{version}: {reason}"})
-        client.set_registered_model_alias(name, CHAMPION, version)
-        return _record(client, move)
-
-
-def rollback(uri: str, name: str, reason: str, by: str | None = None) -> Move:
-    """Make `previous-champion` champion again; the rolled-back version loses `champion`."""
-    client, by = MlflowClient(uri), by or f"user {getpass.getuser()}"
-    with alias_lock(uri):
-        previous = by_alias(uri, name, PREVIOUS)
-        if previous is None:
-            raise RegistryError(f"{name}: no version has alias {PREVIOUS!r}; nothing to roll back "
-                                "to (use `visiongate promote NAME VERSION` to pick one)")
-        current = by_alias(uri, name, CHAMPION)
-        move = Move("rollback", name, previous.version, current.version if current else None,
-                    _now(), by, reason)
-        client.set_registered_model_alias(name, CHAMPION, previous.version)
-        client.delete_registered_model_alias(name, PREVIOUS)
-        if current is not None:
-            _tag(client, name, current.version, {
-                "rolled_back_at": move.at, "rolled_back_by": by, "rolled_back_reason": reason})
-        return _record(client, move)
-
-
-def history(uri: str, name: str) -> list[dict]:
-    """Champion moves of `name`, oldest first (the last HISTORY_KEEP)."""
-    return json.loads(MlflowClient(uri).get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
 
 
 def list_models(uri: str, name: str | None = None) -> list[dict]:
@@ -274,8 +193,4 @@ def find_version(uri: str, name: str, tags: dict[str, str]) -> Version | None:
 
 
 def set_version_tags(uri: str, name: str, version: str, tags: dict[str, str]) -> None:
-    _tag(MlflowClient(uri), name, version, tags)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tag_version(MlflowClient(uri), name, version, tags)

@@ -7,7 +7,9 @@ tracking URI explicitly so tasks can pass plain strings around.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -27,6 +29,7 @@ from visiongate import models, serving
 
 from visiongate.config import MlflowConfig
 from visiongate.paths import store_uri
+from visiongate.stack import identity
 
 MODEL_NAME = "model"  # the LoggedModel's name in its run
 SIGNATURE = ModelSignature(
@@ -36,6 +39,9 @@ REQUIREMENTS = ("visiongate", "mlflow", "torch", "torchvision", "ultralytics", "
                 "pillow", "pycocotools", "onnxruntime", "openvino")
 
 MAX_PARAM_LENGTH = 6000
+OWNER_TAG = "visiongate.owner"  # {"host", "pid", "start"} of the process writing the run
+FAILURE_TAG = "visiongate.failure"  # why a run was marked FAILED after the fact
+FLOW_RUN_TAG = "prefect.flow_run_id"  # the Prefect flow run the run belongs to
 
 
 def tracking_uri(root: Path, cfg: MlflowConfig) -> str:
@@ -61,8 +67,9 @@ def ensure_experiment(uri: str, root: Path, cfg: MlflowConfig) -> str:
 
 def start_run(uri: str, experiment_id: str, run_name: str, params: dict[str, str],
               tags: dict[str, str]) -> str:
+    """A RUNNING run tagged with the process that writes it (OWNER_TAG: close_orphans)."""
     client = MlflowClient(uri)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    run = client.create_run(experiment_id, run_name=run_name, tags={**tags, **_owner()})
     items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=items[i:i + 100])
@@ -97,6 +104,35 @@ def log_artifact(uri: str, run_id: str, local_file: Path, artifact_path: str) ->
 def end_run(uri: str, run_id: str, failed: bool = False) -> None:
     status = RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
     MlflowClient(uri).set_terminated(run_id, status)
+
+
+def _owner() -> dict[str, str]:
+    me = identity(os.getpid())
+    return {OWNER_TAG: json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                   "start": me["start"] if me else None})}
+
+
+def close_orphans(uri: str, experiment_id: str) -> list[tuple[str, str | None, str]]:
+    """Runs of the experiment still RUNNING whose writing process on this host is gone
+    (SIGKILL, out of memory, a reboot; a reused pid has another start time): each is marked
+    FAILED, with the reason in FAILURE_TAG. Runs written on other hosts are left alone: their
+    processes cannot be seen from here. Returns (run id, Prefect flow run id or None, reason)."""
+    client, host, closed = MlflowClient(uri), socket.gethostname(), []
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'",
+                                  max_results=1000):
+        try:
+            owner = json.loads(run.data.tags.get(OWNER_TAG, "null"))
+            pid, start = int(owner["pid"]), owner["start"]
+        except (ValueError, TypeError, KeyError):  # no or a malformed tag: not ours to judge
+            continue
+        if owner.get("host") != host or (identity(pid) or {}).get("start") == start:
+            continue
+        reason = (f"orphaned: its process {pid} on {host} ended without closing the run "
+                  "(killed, out of memory or a restart); marked FAILED by a later run")
+        client.set_tag(run.info.run_id, FAILURE_TAG, reason)
+        client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.FAILED))
+        closed.append((run.info.run_id, run.data.tags.get(FLOW_RUN_TAG), reason))
+    return closed
 
 
 def run_summary(uri: str, run_id: str) -> dict:

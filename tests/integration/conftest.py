@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pg_cluster import postgres  # noqa: F401  (fixture: tests/integration/pg_cluster.py)
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -182,6 +182,15 @@ def _run_of_each_attempt(client: MlflowClient) -> tuple:
     return tuple(runs)
 
 
+def _flow_run_state(flow_run_id: str) -> str:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(flow_run_id)).state.type.value
+
+
 def _metric_steps(client: MlflowClient, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
 
@@ -213,7 +222,13 @@ def test_retrain_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path, pre
     assert f"unet: resuming after epoch {finished} from {last}" in output
     assert _epochs_printed(output) == list(range(finished + 1, EPOCHS + 1))
     first, second = _run_of_each_attempt(client)
-    assert first.info.status != "FINISHED"  # killed mid-training
+    # killed mid-training, its run left RUNNING: the next retrain marked it FAILED, with why,
+    # and its Prefect flow run (left Running) Crashed
+    assert first.info.status == "FAILED", first.info.status
+    assert first.data.tags["visiongate.failure"].startswith(
+        f"orphaned: its process {killed.pid} on ")
+    assert _flow_run_state(first.data.tags["prefect.flow_run_id"]) == "CRASHED"
+    assert second.data.tags["prefect.flow_run_id"] != first.data.tags["prefect.flow_run_id"]
     assert set(_metric_steps(client, first.info.run_id)) <= set(range(1, finished + 1))
     assert _metric_steps(client, second.info.run_id) == list(range(finished + 1, EPOCHS + 1))
     assert _versions(client, SEGMENT) == ["1"] and _champion(client, SEGMENT) == "1"

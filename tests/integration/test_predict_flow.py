@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from flows.cli import main
-from visiongate import models, registry, tracking
+from visiongate import models, moves, registry, tracking
 from visiongate.config import DetectConfig, MlflowConfig, SynthConfig
 from visiongate.datasets import synth
 from visiongate.datasets.coco import load_split
@@ -35,7 +35,7 @@ def project(tmp_path_factory) -> dict:
     images = [split.image_path(im) for im in split.images]
     version = registry.register(uri, "shapes-detect",
                                 tracking.log_model(uri, run_id, checkpoint, images[0]), {})
-    registry.promote(uri, "shapes-detect", version.version, "test fixture")
+    moves.promote(uri, "shapes-detect", version.version, "test fixture")
     return {"root": root, "checkpoint": checkpoint, "images": images}
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from flows.cli import main
-from visiongate import models, registry, tracking
+from visiongate import models, moves, registry, tracking
 from visiongate.config import MlflowConfig, SegmentConfig, SynthConfig
 from visiongate.datasets import synth
 from visiongate.datasets.coco import load_split
@@ -70,9 +70,9 @@ def test_promote_override_then_rollback_are_recorded(store, capsys):
     code, _, err = _cli(capsys, "rollback", NAME, *root)  # nothing left to roll back to
     assert code == 1 and "previous-champion" in err
 
-    moves = [(m["action"], m["version"], m["replaced"], m["by"])
-             for m in registry.history(uri, NAME)]
-    assert moves == [("promote", "1", None, "user alice"), ("promote", "2", "1", "user alice"),
+    history = [(m["action"], m["version"], m["replaced"], m["by"])
+               for m in moves.history(uri, NAME)]
+    assert history == [("promote", "1", None, "user alice"), ("promote", "2", "1", "user alice"),
                      ("rollback", "1", "2", "user alice")]
 
 
@@ -87,7 +87,7 @@ def test_promote_errors_and_no_op(store, capsys):
     assert _cli(capsys, "promote", NAME, "3", "--reason", "x", *root)[0] == 0
     code, out, _ = _cli(capsys, "promote", NAME, "3", "--reason", "again", *root)
     assert code == 0 and "already champion" in out
-    assert len(registry.history(store["uri"], NAME)) == 1
+    assert len(moves.history(store["uri"], NAME)) == 1
 
 
 def test_models_list_shows_versions_aliases_and_metrics(store, capsys):

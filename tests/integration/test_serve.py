@@ -19,7 +19,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from visiongate import models, registry, serving, tracking
+from visiongate import models, moves, registry, serving, tracking
 from visiongate.config import DetectConfig, MlflowConfig, SegmentConfig, SynthConfig
 from visiongate.datasets import synth
 from visiongate.datasets.coco import load_split
@@ -48,7 +48,7 @@ def store(tmp_path_factory) -> dict:
         run_id = tracking.start_run(uri, experiment, f"shapes-{task}", {}, {})
         model_uri = tracking.log_model(uri, run_id, checkpoints[task], images[0])
         version = registry.register(uri, f"shapes-{task}", model_uri, {"gate.passed": "true"})
-        registry.promote(uri, f"shapes-{task}", version.version, "test fixture")
+        moves.promote(uri, f"shapes-{task}", version.version, "test fixture")
     return {"root": root, "uri": uri, "images": images, "checkpoints": checkpoints}
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from visiongate import loadgen, models, registry, tracking
+from visiongate import loadgen, models, moves, registry, tracking
 from visiongate.config import DetectConfig, MlflowConfig, SynthConfig
 from visiongate.datasets import synth
 from visiongate.datasets.coco import load_split
@@ -58,7 +58,7 @@ def store(tmp_path_factory) -> dict:
     run_id = tracking.start_run(uri, experiment, "shapes-detect", {}, {})
     model_uri = tracking.log_model(uri, run_id, checkpoint, images[0])
     version = registry.register(uri, "shapes-detect", model_uri, {"gate.passed": "true"})
-    registry.promote(uri, "shapes-detect", version.version, "test fixture")
+    moves.promote(uri, "shapes-detect", version.version, "test fixture")
     return {"root": root, "images": images}
 
 
