@@ -173,6 +173,9 @@ def _import(args: argparse.Namespace) -> int:
     info = json.loads((root / out_rel / INFO).read_text())
     print(format_summary(info, Path(out_rel)))
     print("dvc.lock pins " + ", ".join(f"{s} {m}" for s, m in md5s.items()))
+    pushed = versioning.push(root, name)  # workers `dvc pull` it (README "Beyond one machine")
+    if pushed:
+        print(f"pushed to DVC remote {pushed[0]!r}: {pushed[1]} file(s) new there")
     return 0
 
 

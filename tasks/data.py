@@ -2,6 +2,7 @@ from pathlib import Path
 
 from prefect import task
 
+from tasks.tracking import transient
 from visiongate import versioning
 from visiongate.datasets import crops, exclude, stats
 from visiongate.datasets.prepare import has_masks
@@ -10,9 +11,12 @@ from visiongate.outcomes import QuarantineSummary
 from visiongate.paths import Project
 
 
-@task(retries=2, retry_delay_seconds=[5, 20])
+# retried only for what may pass (DVC's lock held a moment by another process), never for a
+# DataError (a failing stage, a remote without the pinned files): that fails at once
+@task(retries=2, retry_delay_seconds=[5, 20], retry_condition_fn=transient)
 def version_data(root: str, dataset: str) -> dict[str, str]:
-    """Bring the DVC data stages up to date; return the md5 pinning each split."""
+    """Bring the DVC data stages up to date (pulling pinned data a worker lacks from the
+    default remote); return the md5 pinning each split."""
     return versioning.reproduce(Path(root), dataset)
 
 

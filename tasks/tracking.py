@@ -32,7 +32,7 @@ def _retry_delays(value: str) -> list[float]:
 _DELAYS = _retry_delays(os.environ.get("VISIONGATE_IO_RETRY_DELAYS", "2,10,30"))
 
 
-def _transient(task, task_run, state) -> bool:
+def transient(task, task_run, state) -> bool:
     """Retry what may pass (a server blinking), not a user-facing error (an unknown model, a
     refused checkpoint): that one fails at once with its own message."""
     error = state.data if isinstance(state.data, BaseException) else \
@@ -40,7 +40,7 @@ def _transient(task, task_run, state) -> bool:
     return not isinstance(error, VisiongateError)
 
 
-IO = {"retries": len(_DELAYS), "retry_delay_seconds": _DELAYS, "retry_condition_fn": _transient}
+IO = {"retries": len(_DELAYS), "retry_delay_seconds": _DELAYS, "retry_condition_fn": transient}
 
 
 @task(**IO)

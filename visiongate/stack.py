@@ -82,7 +82,8 @@ def _bin(tool: str) -> str:
     return str(path) if path.exists() else tool
 
 
-def command(server: Server, root: Path, tracking_uri: str, artifact_root: Path) -> list[str]:
+def command(server: Server, root: Path, tracking_uri: str,
+            artifact_root: Path | str) -> list[str]:
     if server.name == "prefect":
         return [_bin("prefect"), "server", "start", "--host", server.host,
                 "--port", str(server.port)]

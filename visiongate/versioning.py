@@ -64,6 +64,7 @@ def reproduce(root: Path, dataset: str) -> dict[str, str]:
         targets = [s.addressing for s in repo.index.stages if _produces(s, dataset)]
         if not targets:
             raise DataError(f"no stage in {root / 'dvc.yaml'} produces data/prepared/{dataset}")
+        _pull_missing(repo, targets, dataset)
         try:
             repo.reproduce(targets=targets)
         except DvcException as err:
@@ -71,6 +72,61 @@ def reproduce(root: Path, dataset: str) -> dict[str, str]:
             raise DataError(f"`dvc repro {' '.join(targets)}` failed: {err}{cause}; the "
                             "stage's own message is printed above") from err
     return split_md5s(root, dataset)
+
+
+def _remote(repo) -> tuple[str, str] | None:
+    """(name, url) of the project's default DVC remote (`dvc remote add -d`), or None."""
+    name = repo.config["core"].get("remote")
+    return (name, repo.config["remote"].get(name, {}).get("url", "?")) if name else None
+
+
+def _pull_missing(repo, targets: list[str], dataset: str) -> None:
+    """A clone holding dvc.yaml and dvc.lock but not the bytes (a worker): `dvc pull` the
+    pinned data from the default remote before `dvc repro` would recompute or fail on it.
+    A remote that cannot be reached, or lacks pinned files (a push that did not finish), is
+    a DataError naming it; nothing is trained then."""
+    from dvc.exceptions import DvcException
+
+    remote = _remote(repo)
+    produce = [s for s in repo.index.stages if s.addressing in targets]
+    deps = {d.fs_path for s in produce for d in s.deps}  # e.g. data/raw/<name> (its .dvc)
+    stages = produce + [s for s in repo.index.stages if any(o.fs_path in deps for o in s.outs)]
+    if remote is None or all(o.exists or not o.hash_info for s in stages for o in s.outs):
+        return  # no remote, or every pinned output is here (a new stage pins nothing yet)
+    try:
+        repo.pull(targets=[s.addressing for s in stages])
+    except DvcException as err:
+        raise DataError(
+            f"data/prepared/{dataset} is pinned in dvc.lock but not here, and pulling it from "
+            f"DVC remote {remote[0]!r} ({remote[1]}) failed: {_why(err)}. If "
+            "the remote cannot be reached, check its endpoint and credentials; if files are "
+            "missing on it, the push that pinned this version did not finish: run `dvc push` "
+            "where the data was imported. Nothing was trained.") from err
+
+
+def _why(err: Exception) -> str:
+    """DVC's message on one line (it lists paths line by line), at most 500 characters."""
+    text = " ".join((f"{err} ({err.__cause__})" if err.__cause__ else str(err)).split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+def push(root: Path, dataset: str) -> tuple[str, int] | None:
+    """`dvc push` the dataset (its raw folder and prepared splits) to the default remote:
+    (remote name, files pushed), or None when the project has no default remote."""
+    from dvc.exceptions import DvcException
+
+    root = Path(root).resolve()
+    with _stage_environment(root), _open_repo(root) as repo:
+        remote = _remote(repo)
+        if remote is None:
+            return None
+        targets = [s.addressing for s in repo.index.stages if _produces(s, dataset)]
+        try:
+            return remote[0], repo.push(targets=targets, with_deps=True)
+        except DvcException as err:
+            raise DataError(f"the import is pinned here, but pushing it to DVC remote "
+                            f"{remote[0]!r} ({remote[1]}) failed: {_why(err)}; "
+                            "workers cannot pull it until `dvc push` succeeds") from err
 
 
 def up_to_date(root: Path, dataset: str) -> bool:

@@ -78,10 +78,12 @@ def mlflow_server(tmp_path):
 
     class MlflowServers:
         @staticmethod
-        def start(tracking_uri: str, artifacts: Path, port: int | None = None) -> stack.Server:
+        def start(tracking_uri: str, artifacts: Path | str, port: int | None = None
+                  ) -> stack.Server:
+            """`artifacts`: a folder, or a URI string such as s3://bucket/prefix."""
             server = stack.Server("mlflow", "127.0.0.1", port or stack.free_port())
             state = tmp_path / f"mlflow-server-{server.port}"
-            stack.start(server, stack.command(server, state, tracking_uri, Path(artifacts)),
+            stack.start(server, stack.command(server, state, tracking_uri, artifacts),
                         state, stack.environment(state))
             states[server.port] = state
             return server

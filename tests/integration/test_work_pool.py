@@ -44,7 +44,7 @@ def test_two_process_workers_run_the_retrain_deployment_one_at_a_time(tmp_path, 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     params = copy.deepcopy(TINY_PARAMS)
-    params["segment"]["enabled"] = False
+    params["detect"]["enabled"] = False  # the U-Net: the cheapest model that trains
     project = make_project(tmp_path / "project", params)
     pool, env = f"pool-{uuid.uuid4().hex[:8]}", _env(prefect_server)
     deployed = subprocess.run([str(BIN / "visiongate"), "deploy", "--pool", pool, "--root",
@@ -79,7 +79,7 @@ def test_two_process_workers_run_the_retrain_deployment_one_at_a_time(tmp_path, 
 
     from mlflow.tracking import MlflowClient
     store = MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
-    champion = store.get_model_version_by_alias("shapes-detect", "champion")
+    champion = store.get_model_version_by_alias("shapes-segment", "champion")
     assert str(champion.version) == "1"  # the first trained; the second found nothing changed
     flow_runs = {str(r.id) for r in runs}
     assert store.get_run(champion.run_id).data.tags["prefect.flow_run_id"] in flow_runs
