@@ -33,7 +33,7 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 MISSING = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not os.access(p, os.X_OK)]
 
 pytestmark = [
-    pytest.mark.integration,
+    pytest.mark.integration, pytest.mark.server,
     pytest.mark.skipif(bool(MISSING), reason=f"browser not installed: {', '.join(MISSING)} "
                        "missing; `bash tests/system-deps.sh` (as root) installs it"),
 ]

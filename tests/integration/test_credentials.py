@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from conftest import TINY_PARAMS, make_project  # tests/integration/conftest.py
 from flows.cli import main
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.server]
 SECRET_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "AWS_ACCESS_KEY_ID",
                "AWS_SECRET_ACCESS_KEY")
 

@@ -21,7 +21,8 @@ from mlflow.tracking import MlflowClient
 from conftest import TINY_PARAMS, make_project  # tests/integration/conftest.py
 from flows.cli import main
 
-pytestmark = [pytest.mark.integration, pytest.mark.fault]
+pytestmark = [pytest.mark.integration, pytest.mark.fault,
+              pytest.mark.server]  # the tracking server test (the marks are per module)
 REPO = Path(__file__).resolve().parents[2]
 VISIONGATE = REPO / ".venv" / "bin" / "visiongate"
 SEGMENT = "shapes-segment"

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import TINY_PARAMS, make_project  # tests/integration/conftest.py
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.server]
 
 # U-Net only: the model is the cheap part here; what is tested is scheduling.
 PARAMS = {**TINY_PARAMS, "detect": {"enabled": False},

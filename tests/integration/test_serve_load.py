@@ -28,7 +28,7 @@ from visiongate.config import DetectConfig, MlflowConfig, SynthConfig
 from visiongate.datasets import synth
 from visiongate.datasets.coco import load_split
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.server]
 
 MAX_BODY_MB = 0.25          # params.yaml `serve:` of the served project: 256 KiB
 NAMES = {"circle", "square", "triangle"}

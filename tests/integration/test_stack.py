@@ -10,7 +10,7 @@ import pytest
 from flows.cli import main, use_local_stack
 from visiongate import stack
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.server]
 
 
 def _get(url: str, data: dict | None = None) -> dict:
