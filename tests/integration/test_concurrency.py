@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import PG_USER  # tests/integration/conftest.py
 from visiongate import moves, registry, tracking
 from visiongate.config import MlflowConfig
-from pg_cluster import PG_USER  # tests/integration/pg_cluster.py
 
 pytestmark = pytest.mark.integration
 NAME = "shapes-detect"

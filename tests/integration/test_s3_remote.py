@@ -22,9 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_PARAMS, make_project  # tests/integration/conftest.py
+from conftest import PG_USER, TINY_PARAMS, make_project  # tests/integration/conftest.py
 from flows.cli import main
-from pg_cluster import PG_USER  # tests/integration/pg_cluster.py
 from visiongate import stack
 from visiongate.config import SynthConfig
 from visiongate.errors import DataError
