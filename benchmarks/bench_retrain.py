@@ -20,9 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -31,12 +29,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.report import update_section  # noqa: E402
+from benchmarks.measured_run import Run, role_peaks, run_measured  # noqa: E402
 from benchmarks.retrain_section import gib, intro, readings, rows  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CLI = [str(BIN / "visiongate")] if (BIN / "visiongate").exists() else \
     [sys.executable, "-m", "flows.cli"]
-OK_EXIT = (0, 3)  # 3: a gate refused the candidate; the flow still ran to the end
 # The retrain flow's Prefect tasks, grouped into the phases its wall is split into.
 PHASES = {"data": ("version_data", "verify_data", "unchanged_version", "validate_data",
                    "describe_data", "augment_preview"),
@@ -46,84 +44,6 @@ PHASES = {"data": ("version_data", "verify_data", "unchanged_version", "validate
           "tracking": ("start_run", "log_dataset", "log_results", "log_model", "register",
                        "promote")}
 LOG_LINE = re.compile(r"^(\d\d):(\d\d):(\d\d)\.(\d{3}) \| \w+\s*\| (.*)$")
-
-
-@dataclass
-class Run:
-    wall: float
-    peak_rss: int  # bytes, summed over the process tree
-    started: float  # time.time() at launch
-    log: str
-    peak_pss: int = 0  # bytes, proportional set size summed over the tree (shared pages split)
-    samples: list = field(default_factory=list)  # (seconds since launch, {role: RSS bytes})
-
-
-def run_measured(cmd: list[str], cwd: Path, env: dict, log_path: Path) -> Run:
-    """Run cmd to completion (output to log_path), sampling its tree's memory."""
-    with open(log_path, "w") as out:
-        started, t0 = time.time(), time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        run = Run(0.0, 0, started, "")
-        sampler = threading.Thread(target=_sample, args=(proc, run, t0), daemon=True)
-        sampler.start()
-        rc = proc.wait()
-        run.wall = time.perf_counter() - t0
-        sampler.join()
-    run.log = log_path.read_text(errors="replace")
-    if rc not in OK_EXIT:
-        raise RuntimeError(f"{' '.join(cmd)} exited {rc}; its output ends:\n{run.log[-3000:]}")
-    return run
-
-
-def _role(process: psutil.Process, root_pid: int) -> str:
-    """Which part of the tree a process is: the flow's own process, Prefect's server, DVC."""
-    if process.pid == root_pid:
-        return "flow process"
-    cmd = " ".join(process.cmdline())
-    if "prefect" in cmd and ("server" in cmd or "uvicorn" in cmd):
-        return "Prefect server"
-    return "DVC" if "dvc" in cmd else f"other ({process.name()})"
-
-
-def _memory(process: psutil.Process, pss: bool) -> int:
-    try:
-        return process.memory_full_info().pss if pss else process.memory_info().rss
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, AttributeError):
-        return 0
-
-
-def _sample(proc: subprocess.Popen, run: Run, t0: float) -> None:
-    """Every 0.2 s until proc ends: the tree's RSS by role (peak of the sum kept in run), and
-    every 5th time its summed PSS (smaps is slower to read)."""
-    try:
-        root = psutil.Process(proc.pid)
-        n = 0
-        while proc.poll() is None:
-            tree = [root, *root.children(recursive=True)]
-            by_role: dict[str, int] = {}
-            for process in tree:
-                try:
-                    role = _role(process, root.pid)
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    continue
-                by_role[role] = by_role.get(role, 0) + _memory(process, pss=False)
-            run.samples.append((time.perf_counter() - t0, by_role))
-            run.peak_rss = max(run.peak_rss, sum(by_role.values()))
-            if n % 5 == 0:
-                run.peak_pss = max(run.peak_pss, sum(_memory(p, pss=True) for p in tree))
-            n += 1
-            time.sleep(0.2)
-    except psutil.NoSuchProcess:
-        pass
-
-
-def role_peaks(run: Run) -> dict[str, int]:
-    """Each role's own peak RSS over the run."""
-    peaks: dict[str, int] = {}
-    for _, by_role in run.samples:
-        for role, rss in by_role.items():
-            peaks[role] = max(peaks.get(role, 0), rss)
-    return peaks
 
 
 def span_peaks(run: Run) -> list[tuple[str, float]]:

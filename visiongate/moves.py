@@ -11,6 +11,7 @@ puts back a completed move (the retrain flow's transaction rollback, tasks/regis
 
 Serialised per store by registry.alias_lock (sqlite); through a tracking server, callers
 hold a lock every writer shares (tasks/registry.py: a Prefect global concurrency limit).
+MLflow itself is reached through registry.py (client_for, set_aliases), the registry edge.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
 from visiongate.errors import RegistryError
-from visiongate.registry import (CHAMPION, MISSING, PREVIOUS, alias_lock, by_alias, get,
-                                 tag_version)
+from visiongate.registry import (CHAMPION, PREVIOUS, alias_lock, by_alias, client_for, get,
+                                 set_aliases, tag_version)
 
 HISTORY_TAG, HISTORY_KEEP = "champion_history", 50
 
@@ -46,7 +44,7 @@ class Move:
     before: dict = field(default_factory=dict, compare=False)
 
 
-def _record(client: MlflowClient, move: Move) -> Move:
+def _record(client, move: Move) -> Move:
     """Tag the new champion and append the move to the model's history."""
     tag_version(client, move.name, move.version, {
         "promoted_at": move.at, "promoted_by": move.by, "promotion_reason": move.reason,
@@ -54,7 +52,7 @@ def _record(client: MlflowClient, move: Move) -> Move:
     return _append_history(client, move)
 
 
-def _append_history(client: MlflowClient, move: Move) -> Move:
+def _append_history(client, move: Move) -> Move:
     history = json.loads(client.get_registered_model(move.name).tags.get(HISTORY_TAG, "[]"))
     entry = {**asdict(move), "reason": move.reason[:500]}
     entry.pop("before")
@@ -70,20 +68,8 @@ def aliases(uri: str, name: str) -> dict[str, str | None]:
             for alias in (CHAMPION, PREVIOUS)}
 
 
-def _set_aliases(client: MlflowClient, name: str, state: dict[str, str | None]) -> None:
-    for alias, version in state.items():
-        if version is None:
-            try:
-                client.delete_registered_model_alias(name, alias)
-            except MlflowException as err:
-                if err.error_code not in MISSING:
-                    raise
-        else:
-            client.set_registered_model_alias(name, alias, version)
-
-
 @contextmanager
-def _undone_on_error(client: MlflowClient, name: str, before: dict[str, str | None]):
+def _undone_on_error(client, name: str, before: dict[str, str | None]):
     """A move that fails half-way (the server blinked between two alias writes) puts the
     aliases back as they were, so a retry starts from a clean state, never from a champion
     that moved without its history entry."""
@@ -91,7 +77,7 @@ def _undone_on_error(client: MlflowClient, name: str, before: dict[str, str | No
         yield
     except BaseException:
         try:
-            _set_aliases(client, name, before)
+            set_aliases(client, name, before)
         except Exception:  # the store is the failure: the original error says more
             pass
         raise
@@ -103,7 +89,7 @@ def promote(uri: str, name: str, version: str, reason: str, by: str | None = Non
     Promoting the current champion again changes nothing (the returned move has
     `replaced == version`).
     """
-    client, by = MlflowClient(uri), by or f"user {getpass.getuser()}"
+    client, by = client_for(uri), by or f"user {getpass.getuser()}"
     with alias_lock(uri):
         get(uri, name, version)  # clear error for an unknown name or version
         before = aliases(uri, name)
@@ -123,7 +109,7 @@ def promote(uri: str, name: str, version: str, reason: str, by: str | None = Non
 
 def rollback(uri: str, name: str, reason: str, by: str | None = None) -> Move:
     """Make `previous-champion` champion again; the rolled-back version loses `champion`."""
-    client, by = MlflowClient(uri), by or f"user {getpass.getuser()}"
+    client, by = client_for(uri), by or f"user {getpass.getuser()}"
     with alias_lock(uri):
         before = aliases(uri, name)
         if before[PREVIOUS] is None:
@@ -132,7 +118,7 @@ def rollback(uri: str, name: str, reason: str, by: str | None = None) -> Move:
         current = before[CHAMPION]
         move = Move("rollback", name, before[PREVIOUS], current, _now(), by, reason, before)
         with _undone_on_error(client, name, before):
-            _set_aliases(client, name, {CHAMPION: before[PREVIOUS], PREVIOUS: None})
+            set_aliases(client, name, {CHAMPION: before[PREVIOUS], PREVIOUS: None})
             if current is not None:
                 tag_version(client, name, current, {
                     "rolled_back_at": move.at, "rolled_back_by": by, "rolled_back_reason": reason})
@@ -145,7 +131,7 @@ def restore(uri: str, name: str, before: dict[str, str | None], undone: str, rea
     `champion` is still the `undone` version that move made champion, and record an "undo"
     in the history. None when the aliases already are `before`; RegistryError when another
     move came since (it is kept: undoing ours would undo it too)."""
-    client, by = MlflowClient(uri), by or f"user {getpass.getuser()}"
+    client, by = client_for(uri), by or f"user {getpass.getuser()}"
     with alias_lock(uri):
         now = aliases(uri, name)
         if now == before:
@@ -153,14 +139,14 @@ def restore(uri: str, name: str, before: dict[str, str | None], undone: str, rea
         if now[CHAMPION] != undone:
             raise RegistryError(f"{name}: not undoing the promotion of v{undone}: champion is "
                                 f"now v{now[CHAMPION]}, moved by someone else since")
-        _set_aliases(client, name, before)
+        set_aliases(client, name, before)
         return _append_history(client, Move("undo", name, before[CHAMPION] or "none", undone,
                                             _now(), by, reason, now))
 
 
 def history(uri: str, name: str) -> list[dict]:
     """Champion moves of `name`, oldest first (the last HISTORY_KEEP)."""
-    return json.loads(MlflowClient(uri).get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
+    return json.loads(client_for(uri).get_registered_model(name).tags.get(HISTORY_TAG, "[]"))
 
 
 def _now() -> str:

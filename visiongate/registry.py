@@ -142,6 +142,24 @@ def checkout(uri: str, version: Version, cache_root: Path) -> Path:
                            f"{version.name} v{version.version}")
 
 
+def client_for(uri: str) -> MlflowClient:
+    """The registry client for `uri` (visiongate/moves.py moves aliases with it)."""
+    return MlflowClient(uri)
+
+
+def set_aliases(client: MlflowClient, name: str, state: dict[str, str | None]) -> None:
+    """Each alias to its version; None removes it (an alias already absent is fine)."""
+    for alias, version in state.items():
+        if version is None:
+            try:
+                client.delete_registered_model_alias(name, alias)
+            except MlflowException as err:
+                if err.error_code not in MISSING:
+                    raise
+        else:
+            client.set_registered_model_alias(name, alias, version)
+
+
 def tag_version(client: MlflowClient, name: str, version: str, tags: dict[str, str]) -> None:
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
