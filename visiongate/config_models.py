@@ -71,6 +71,8 @@ class _ModelConfig(Frozen):
     lr: float = Field(0.002, gt=0)
     seed: int = 0
     device: str = "auto"           # auto | cpu | mps | cuda | cuda:N | N | N,M (ultralytics DDP)
+    # plain-torch families: data-parallel processes on this machine (models/distributed.py)
+    nproc: int = Field(1, ge=1, le=64)
     augment: list[dict[str, Any]] = []  # [{name: <albumentations transform>, **kwargs}, ...]
     ultralytics_args: dict[str, Any] = {}  # passed to ultralytics' train(); it checks the keys
 
@@ -78,6 +80,13 @@ class _ModelConfig(Frozen):
     @classmethod
     def _valid_device(cls, v: str) -> str:
         return check_device_spec(v)
+
+    @model_validator(mode="after")
+    def _nproc_for_torch_families(self):
+        if self.nproc > 1 and self.family in ("yolo", "rtdetr"):
+            raise ValueError(f"nproc: {self.family} trains with ultralytics' own DDP: set "
+                             "`device: 0,1` (CUDA only) and leave nproc at 1")
+        return self
 
     @classmethod
     def _task_of(cls, family: str) -> str:

@@ -71,8 +71,13 @@ def train(cfg: Any, data_root: Path, out_dir: Path, on_epoch: OnEpoch | None = N
 
     A second call with the same out_dir after a crash resumes from its last checkpoint.
     A multilabel model then gets its per-class thresholds (see `_store_thresholds`)."""
-    checkpoint = _family_module(cfg.family, cfg.task).train(
-        cfg, Path(data_root), Path(out_dir), on_epoch or (lambda e, m: None))
+    module, on_epoch = _family_module(cfg.family, cfg.task), on_epoch or (lambda e, m: None)
+    if getattr(cfg, "nproc", 1) > 1:  # plain-torch families on several processes
+        from visiongate.models import distributed
+
+        checkpoint = distributed.train(module, cfg, Path(data_root), Path(out_dir), on_epoch)
+    else:
+        checkpoint = module.train(cfg, Path(data_root), Path(out_dir), on_epoch)
     if cfg.task == "multilabel":
         _store_thresholds(Path(checkpoint), Path(data_root) / "val", cfg.target_precision)
     return checkpoint

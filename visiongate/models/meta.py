@@ -26,6 +26,7 @@ version supported): retrain the model. Importable without torch.
 from __future__ import annotations
 
 import json
+import sys
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -99,8 +100,13 @@ class CheckpointMeta:
         return data
 
     def write(self, checkpoint_dir: Path) -> Path:
-        """Write <checkpoint_dir>/meta.json (the folder is created if needed)."""
+        """Write <checkpoint_dir>/meta.json (the folder is created if needed). In a
+        distributed run, rank 0 alone writes it (models/distributed.py)."""
         path = Path(checkpoint_dir) / META_FILE
+        dist = sys.modules.get("torch.distributed")
+        if dist is not None and dist.is_available() and dist.is_initialized() and \
+                dist.get_rank() != 0:
+            return path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
         return path

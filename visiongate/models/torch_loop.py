@@ -30,7 +30,7 @@ from tqdm import tqdm
 from visiongate.devices import amp_enabled
 from visiongate.errors import TrainingDiverged
 from visiongate.errors import ConfigError, ModelError, NotFound
-from visiongate.models import OnEpoch
+from visiongate.models import OnEpoch, distributed
 
 # Keys that may change between a run and its resume without changing what was learned.
 NOT_LEARNED = {"epochs", "device", "enabled", "gate", "conf", "nms_iou", "class_agnostic_nms",
@@ -137,17 +137,19 @@ def _resume(path: Path, config: dict, name: str, model, opt, sched, scaler) -> t
     return state["epoch"] + 1, state["best"]
 
 
-def _train_epoch(recipe: Recipe, opt, sched, scaler, device, epoch: int,
-                 epochs: int) -> dict[str, float]:
-    recipe.model.train()
+def _train_epoch(recipe: Recipe, model: nn.Module, batches: Iterable, steps: int, opt, sched,
+                 scaler, device, epoch: int, epochs: int) -> dict[str, float]:
+    """One pass; `model` is recipe.model, or its DistributedDataParallel wrapper and `batches`
+    this rank's shard in a distributed run (visiongate.models.distributed)."""
+    model.train()
     sums: dict[str, float] = {}
     n = 0
-    bar = tqdm(recipe.train_batches(), desc=f"{recipe.name} {epoch}/{epochs}",
-               total=recipe.steps_per_epoch, leave=False, disable=None)
+    bar = tqdm(batches, desc=f"{recipe.name} {epoch}/{epochs}", total=steps, leave=False,
+               disable=None if distributed.rank() == 0 else True)
     for step, batch in enumerate(bar, 1):
         with torch.autocast(device.type, enabled=amp_enabled(device)):
-            loss, parts = recipe.loss(recipe.model, batch)
-        if not torch.isfinite(loss):  # as torchvision's reference engine: stop, don't save
+            loss, parts = recipe.loss(model, batch)
+        if not _finite_everywhere(loss):  # as torchvision's reference engine: stop, don't save
             raise TrainingDiverged(
                 f"{recipe.name}: loss is {loss.item()} at epoch {epoch}, step {step} "
                 f"(parts: {', '.join(f'{k} {float(v):.4g}' for k, v in parts.items())}); "
@@ -167,31 +169,76 @@ def _train_epoch(recipe: Recipe, opt, sched, scaler, device, epoch: int,
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
+def _finite_everywhere(loss: torch.Tensor) -> bool:
+    """The loss is finite on this rank and, in a distributed run, on every rank (all stop
+    together instead of leaving the others waiting in the gradient exchange)."""
+    ok = torch.isfinite(loss.detach()).float().reshape(1)
+    if distributed.active():
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok.item())
+
+
+def _parallel(recipe: Recipe, device: torch.device, seed: int):
+    """(model to train, DistributedSampler or None, batches, steps per epoch): the recipe's
+    own outside a distributed run; else DDP and this rank's shard of the training set."""
+    if not distributed.active():
+        return recipe.model, None, recipe.train_batches, recipe.steps_per_epoch
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    loader = recipe.train_batches()
+    sampler = DistributedSampler(loader.dataset, shuffle=True, seed=seed, drop_last=True)
+    shard = DataLoader(loader.dataset, loader.batch_size, sampler=sampler,
+                       collate_fn=loader.collate_fn)
+    model = DistributedDataParallel(recipe.model, find_unused_parameters=True,
+                                    device_ids=[device.index] if device.type == "cuda" else None)
+    return model, sampler, lambda: shard, len(shard)
+
+
 def fit(recipe: Recipe, cfg, device: torch.device, out_dir: Path, on_epoch: OnEpoch) -> None:
-    """Train `cfg.epochs` epochs (resuming from out_dir/last.pt when it is the same run)."""
+    """Train `cfg.epochs` epochs (resuming from out_dir/last.pt when it is the same run). In a
+    distributed run, rank 0 alone validates, reports and writes the checkpoints."""
     config, model = cfg.model_dump(mode="json"), recipe.model
+    trained, sampler, batches, steps = _parallel(recipe, device, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.epochs * recipe.steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.epochs * steps))
     scaler = torch.amp.GradScaler(device.type, enabled=amp_enabled(device))
     start, best = _resume(out_dir / "last.pt", config, recipe.name, model, opt, sched, scaler)
+    writer = distributed.rank() == 0
     for epoch in range(start, cfg.epochs + 1):
         recipe.reseed(cfg.seed + epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
-        metrics = _train_epoch(recipe, opt, sched, scaler, device, epoch, cfg.epochs)
-        model.eval()
-        with torch.inference_mode():
-            metrics.update(recipe.validate(model))
-        metrics["lr"] = lr
-        score = metrics[recipe.best_key]
-        improved = score > best or (math.isnan(best) and not math.isnan(score))
-        best = score if improved else best
-        print(f"{recipe.name} epoch {epoch}/{cfg.epochs} " + " ".join(
-            f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({time.perf_counter() - t0:.1f}s)",
-            flush=True)
-        state = {"state_dict": model.state_dict(), "config": config, "epoch": epoch, "best": best,
-                 "metrics": metrics, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "scaler": scaler.state_dict(), **recipe.extra}
-        if improved or not (out_dir / "best.pt").exists():
-            save(state, out_dir / "best.pt")
-        save(state, out_dir / "last.pt")
-        on_epoch(epoch, metrics)
+        metrics = _train_epoch(recipe, trained, batches(), steps, opt, sched, scaler, device,
+                               epoch, cfg.epochs)
+        if writer:
+            best = _close_epoch(recipe, cfg, config, epoch, metrics, lr, best, t0, opt, sched,
+                                scaler, out_dir, on_epoch)
+        if distributed.active():
+            torch.distributed.barrier()  # the others wait while rank 0 validates and saves
+
+
+def _close_epoch(recipe: Recipe, cfg, config: dict, epoch: int, metrics: dict, lr: float,
+                 best: float, t0: float, opt, sched, scaler, out_dir: Path,
+                 on_epoch: OnEpoch) -> float:
+    """Validate, print, save last.pt (and best.pt when it improved), report; the new best."""
+    model = recipe.model
+    model.eval()
+    with torch.inference_mode():
+        metrics.update(recipe.validate(model))
+    metrics["lr"] = lr
+    score = metrics[recipe.best_key]
+    improved = score > best or (math.isnan(best) and not math.isnan(score))
+    best = score if improved else best
+    print(f"{recipe.name} epoch {epoch}/{cfg.epochs} " + " ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items()) + f" ({time.perf_counter() - t0:.1f}s)",
+        flush=True)
+    state = {"state_dict": model.state_dict(), "config": config, "epoch": epoch, "best": best,
+             "metrics": metrics, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "scaler": scaler.state_dict(), **recipe.extra}
+    if improved or not (out_dir / "best.pt").exists():
+        save(state, out_dir / "best.pt")
+    save(state, out_dir / "last.pt")
+    on_epoch(epoch, metrics)
+    return best
