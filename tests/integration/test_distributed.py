@@ -56,7 +56,8 @@ def test_two_processes_train_one_checkpoint_that_predicts_and_resumes(
     reported.clear()
     models.train(longer, data_root, tmp_path / "ckpt", lambda e, m: reported.append(e))
     assert reported == [3]
-    assert f"{family}: resuming after epoch 2" in capfd.readouterr().out
+    # both ranks resumed from the same last.pt (two processes ran; only rank 0 reported)
+    assert capfd.readouterr().out.count(f"{family}: resuming after epoch 2 from") == 2
 
 
 def test_ultralytics_families_refuse_nproc():
