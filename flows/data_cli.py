@@ -38,7 +38,7 @@ def _prepare_code(root: Path) -> list[str]:
     """The stage's code deps: the importer modules, when the project holds the package."""
     folder = root / "visiongate" / "datasets"
     files = [folder / f for f in ("prepare.py", "validate.py", "validate_labels.py", "splits.py",
-                                  "coco.py")]
+                                  "coco.py", "class_ids.py")]
     files += sorted((folder / "formats").glob("*.py"))
     return [p.relative_to(root).as_posix() for p in files if p.is_file()]
 
@@ -138,6 +138,19 @@ def _params_entry(root: Path, params: str) -> list:
     return ["validation"] if params == "params.yaml" else [{params: ["validation"]}]
 
 
+def _class_reference(root: Path, name: str) -> str | None:
+    """data/classes/NAME.txt, (re)written from the class list now in use when NAME was
+    imported before: the ids its classes keep (visiongate/datasets/class_ids.py)."""
+    import json
+
+    info, ref = root / "data" / "prepared" / name / "info.json", f"data/classes/{name}.txt"
+    classes = json.loads(info.read_text()).get("classes") if info.is_file() else None
+    if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
+        (root / ref).parent.mkdir(parents=True, exist_ok=True)
+        (root / ref).write_text("".join(f"{c}\n" for c in classes))
+    return ref if (root / ref).is_file() else None
+
+
 def _import(args: argparse.Namespace) -> int:
     from visiongate import versioning
     from visiongate.datasets.prepare import INFO, format_summary
@@ -159,13 +172,16 @@ def _import(args: argparse.Namespace) -> int:
                                                        f"{out_rel}/{INFO}"]
     versioning.check_stage(root, stage, [raw_rel, *outs])  # before anything is written
     split_arg = ",".join(f"{s}={ratios[s]:g}" for s in SPLIT_NAMES)
+    classes = _class_reference(root, name)
     cmd = shlex.join(["python", "-m", "visiongate.datasets.prepare", "--format", args.format,
                       "--src", raw_rel, "--out", out_rel, "--split", split_arg,
-                      "--seed", str(args.seed), "--params", params])
+                      "--seed", str(args.seed), "--params", params,
+                      *(["--classes", classes] if classes else [])])
     with _undone_on_failure(root, raw) as copy:
         copy["new"], copy["backup"] = _copy_source(src, raw, root, args.force)
         versioning.track(root, raw_rel)
-        versioning.set_stage(root, stage, cmd, [raw_rel, *_prepare_code(root)], outs,
+        versioning.set_stage(root, stage, cmd, [raw_rel, *([classes] if classes else []),
+                                                *_prepare_code(root)], outs,
                              _params_entry(root, params))
         md5s = versioning.reproduce(root, name)
     import json

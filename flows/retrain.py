@@ -16,27 +16,26 @@ from prefect.transactions import transaction
 
 from tasks.data import describe_data, model_data, report_exclusions, validate_data, \
     verify_data, version_data, version_exclusions
-from tasks.evaluate import evaluate_model, evaluate_robustness, plot_robustness
 from tasks.export import export_for_serving
 from tasks.gate import gate
-from tasks.registry import alias_version, checkout, log_model, promote, register, \
+from tasks.registry import log_model, promote, register, \
     unchanged_version
 from tasks.tracking import close_orphans, log_dataset, log_deployment, log_results, \
     start_run
 from tasks.train import augment_preview, train_model
-from visiongate import registry, tracking
+from visiongate import tracking
 from visiongate.config import (ClassifyConfig, DetectConfig, Params, SegmentConfig, check_deep,
                                load_params)
 from visiongate.datasets.exclude import KIND as EXCLUDED
 from visiongate.datasets.prepare import check_task_data
 from visiongate.datasets.safe_load import pixel_limit
 from visiongate.errors import DataError, ModelError, RetrainBusy  # noqa: F401 (re-exported)
-from visiongate.gate_stats import RecordFiles
 from visiongate.export import Deployment
 from visiongate.gates import GateResult
 from visiongate.models.meta import CheckpointMeta
 from visiongate.lineage import IDENTITY, flatten, identity, lineage_tags, params_hash
 from flows.insight import show_insight
+from flows.scoring import Scores, score
 from visiongate.outcomes import DatasetInfo, Insight, Outcome, summary
 from visiongate.paths import Project, registry_name
 
@@ -143,20 +142,6 @@ class Job:
         return str(Path(self.data_root) / split)
 
 
-@dataclass(frozen=True)
-class Scores:
-    """The candidate's test metrics, the champion's on the same split, robustness, and
-    where their per-image records are (the gate's paired bootstrap)."""
-
-    metrics: dict[str, float]
-    champion_version: str | None
-    champion_metrics: dict[str, float] | None
-    robustness: dict[str, dict[str, float]] | None
-    records: RecordFiles | None = None
-    champion_problem: str | None = None  # why the champion could not be re-scored
-    champion_path: str | None = None     # its checkout, when it could be re-scored
-
-
 def retrain_one(job: Job) -> Outcome:
     run_id = open_run(job)
     try:
@@ -213,50 +198,6 @@ def train_candidate(job: Job, run_id: str) -> str:
     return train_model(job.cfg, job.data_root, str(work_dir), job.uri, run_id)
 
 
-def score(job: Job, checkpoint: str, run_id: str) -> Scores:
-    """Candidate and champion on the pinned test split; the candidate on corrupted copies.
-    Each evaluation also writes its per-image records, once, for the gate's bootstrap."""
-    plots_dir, test = str(job.project.plots(run_id)), job.split("test")
-    champion, champion_metrics, problem, champion_path = score_champion(job, run_id)
-    robustness, robust_cfg = None, job.cfg.gate.robustness
-    records = RecordFiles.in_dir(job.project.records(run_id), champion_metrics is not None,
-                                 list(robust_cfg.corruptions) if robust_cfg else [])
-    metrics = evaluate_model(checkpoint, test, plots_dir, records.candidate)
-    if robust_cfg:
-        cache = job.project.robustness(Path(job.data_root).name, job.md5s["test"])
-        robustness = evaluate_robustness(checkpoint, test, str(cache), robust_cfg.corruptions,
-                                         records.corrupted_dir)
-        plot_robustness(metrics, robustness, robust_cfg, plots_dir)
-    return Scores(metrics, champion, champion_metrics, robustness, records, problem,
-                  champion_path)
-
-
-def score_champion(job: Job, run_id: str) -> tuple[str | None, dict | None, str | None,
-                                                  str | None]:
-    """(version, metrics on the pinned test split, None, checkout) of the current champion,
-    (None, None, None, None) without one, or (version, None, why, None) when it cannot be
-    loaded (an older checkpoint format, a refused file): the gate then refuses to promote
-    automatically."""
-    version = alias_version(job.uri, job.name, registry.CHAMPION)
-    if version is None:
-        return None, None, None, None
-    records = str(job.project.records(run_id) / "champion.npz")
-    try:
-        path = checkout(job.uri, job.name, version, str(job.project.champions))
-        meta = CheckpointMeta.read(Path(path))
-        theirs = meta.task, meta.config.get("view", "image")
-        ours = job.cfg.task, view_of(job.params, job.task)
-        if theirs != ours:  # e.g. multi_label switched on: their scores differ in kind
-            raise ModelError(f"the champion is a {theirs[0]} model on the {theirs[1]} view "
-                             f"and the candidate a {ours[0]} one on the {ours[1]} view: their "
-                             f"scores differ in kind; compare them by hand, then `visiongate "
-                             f"promote {job.name} VERSION`")
-        return version, evaluate_model(path, job.split("test"), None, records), None, path
-    except ModelError as err:
-        get_run_logger().warning("%s champion v%s cannot be re-scored: %s", job.name, version, err)
-        return version, None, str(err), None
-
-
 def decide(job: Job, scores: Scores, run_id: str, insight: Insight | None = None,
            deployment: Deployment | None = None) -> tuple[GateResult, str]:
     """The gate's verdict and its report, logged to the run with the test metrics."""
@@ -265,7 +206,7 @@ def decide(job: Job, scores: Scores, run_id: str, insight: Insight | None = None
     verdict, report = gate(job.name, scores.metrics, scores.champion_metrics,
                            scores.champion_version, job.cfg.gate, job.lineage, scores.robustness,
                            job.data.quarantine, plots, run_id, scores.records,
-                           scores.champion_problem, insight, deployment)
+                           scores.champion_problem, insight, deployment, scores.compared)
     log_results(job.uri, run_id, scores.metrics, verdict, report, scores.robustness,
                 str(plots_dir))
     return verdict, report

@@ -88,15 +88,25 @@ class GateSamples:
     candidate: Mapping[str, np.ndarray]
     champion: Mapping[str, np.ndarray] | None = None
     corrupted: Mapping[str, Mapping[str, np.ndarray]] = field(default_factory=dict)
+    # when the class lists differ: the candidate on the comparison view (visiongate.
+    # class_changes), paired with `champion` by a counts matrix over its n_compared images
+    compared: Mapping[str, np.ndarray] | None = None
+    n_compared: int | None = None
+
+    @property
+    def n_paired(self) -> int:
+        """Test images behind `difference`."""
+        return self.n_compared if self.compared is not None else self.n_images
 
     def metric(self, name: str) -> np.ndarray | None:
         return usable(self.candidate.get(name))
 
     def difference(self, name: str) -> np.ndarray | None:
-        """candidate - champion per resample."""
-        if self.champion is None or name not in self.champion or name not in self.candidate:
+        """candidate - champion per resample (on the comparison view when there is one)."""
+        mine = self.compared if self.compared is not None else self.candidate
+        if self.champion is None or name not in self.champion or name not in mine:
             return None
-        return usable(np.asarray(self.candidate[name], float) - self.champion[name])
+        return usable(np.asarray(mine[name], float) - self.champion[name])
 
     def relative_drop(self, corruption: str, name: str) -> np.ndarray | None:
         corrupted = self.corrupted.get(corruption, {})
@@ -153,12 +163,15 @@ class RecordFiles:
     candidate: str
     champion: str | None = None
     corrupted: Mapping[str, str] = field(default_factory=dict)
+    compared: str | None = None  # the candidate on the comparison view (class lists differ)
 
     @classmethod
-    def in_dir(cls, folder: str | Path, champion: bool, corruptions: list[str]) -> RecordFiles:
+    def in_dir(cls, folder: str | Path, champion: bool, corruptions: list[str],
+               compared: bool = False) -> RecordFiles:
         folder = Path(folder)
         return cls(str(folder / "candidate.npz"), str(folder / "champion.npz") if champion
-                   else None, {c: str(folder / "corrupted" / f"{c}.npz") for c in corruptions})
+                   else None, {c: str(folder / "corrupted" / f"{c}.npz") for c in corruptions},
+                   str(folder / "compared.npz") if compared else None)
 
     @property
     def corrupted_dir(self) -> str:
@@ -179,23 +192,34 @@ def load_gate_samples(files: RecordFiles, cfg: GateConfig,
     candidate = bootstrap.Records.load(files.candidate)
     counts = bootstrap.resample_counts(len(candidate.image_ids), cfg.resamples, cfg.seed)
 
-    def samples(records, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
+    def samples(records, wanted: tuple[str, ...], draws=counts) -> dict[str, np.ndarray]:
         classes = {str(c) for c in records.arrays["class_names"]}
         # the rest (map_small, mar100 ...; a class the records lack) is judged on points
         known = [n for n in wanted if bootstrap.is_supported(records.kind, n)
                  and ("/" not in n or n.split("/", 1)[1] in classes)]
-        return bootstrap.metric_samples(records, counts, known) if known else {}
+        return bootstrap.metric_samples(records, draws, known) if known else {}
 
-    def paired(path: str | None, wanted: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+    def paired(path: str | None, wanted: tuple[str, ...], base=candidate, base_path=None,
+               draws=counts) -> dict[str, np.ndarray] | None:
         if path is None or not Path(path).is_file():
             return None
         records = bootstrap.Records.load(path)
-        if tuple(records.image_ids) != tuple(candidate.image_ids):
-            raise DataError(f"{path} holds other test images than {files.candidate}: "
-                            "a paired bootstrap needs the same split")
-        return samples(records, wanted)
+        if tuple(records.image_ids) != tuple(base.image_ids):
+            raise DataError(f"{path} holds other test images than "
+                            f"{base_path or files.candidate}: a paired bootstrap needs the "
+                            "same split")
+        return samples(records, wanted, draws)
 
     corrupted = {c: paired(p, names.corrupted) for c, p in files.corrupted.items()}
+    compared = n_compared = None
+    if files.compared is None or not Path(files.compared).is_file():
+        champion = paired(files.champion, names.champion)
+    else:
+        view = bootstrap.Records.load(files.compared)
+        n_compared = len(view.image_ids)
+        draws = bootstrap.resample_counts(n_compared, cfg.resamples, cfg.seed)
+        compared = samples(view, names.champion, draws)
+        champion = paired(files.champion, names.champion, view, files.compared, draws)
     return GateSamples(len(candidate.image_ids), samples(candidate, names.candidate),
-                       paired(files.champion, names.champion),
-                       {c: s for c, s in corrupted.items() if s is not None})
+                       champion, {c: s for c, s in corrupted.items() if s is not None},
+                       compared, n_compared)

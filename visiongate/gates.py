@@ -40,6 +40,7 @@ from visiongate.gate_stats import (GateSamples, MetricInterval, lower_bound, met
 from visiongate.outcomes import decision
 
 if TYPE_CHECKING:
+    from visiongate.class_changes import Compared
     from visiongate.outcomes import QuarantineSummary
 
 
@@ -115,7 +116,7 @@ def _regression_check(candidate: dict[str, float], champion: dict[str, float] | 
     if diffs is None:
         return _point_regression(check_name, name, value, best, max_drop,
                                  evidence.point_only(name))
-    c, n = evidence.confidence, evidence.samples.n_images
+    c, n = evidence.confidence, evidence.samples.n_paired
     interval, upper = two_sided(diffs, c), upper_bound(diffs, c)
     refused = upper < -max_drop - TOLERANCE
     text = (f"{name} {value:.3f} vs champion {best:.3f} (change {value - best:+.3f}, "
@@ -233,7 +234,8 @@ def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None
                   robustness: dict[str, dict[str, float]] | None = None,
                   quarantine: QuarantineSummary | None = None,
                   samples: GateSamples | None = None,
-                  champion_problem: str | None = None) -> GateResult:
+                  champion_problem: str | None = None,
+                  compared: Compared | None = None) -> GateResult:
     """Floors, per-class floors, non-regression, robustness, data quality; passed = all pass.
 
     With no champion the non-regression checks pass with detail "no champion yet".
@@ -243,16 +245,21 @@ def evaluate_gate(candidate: dict[str, float], champion: dict[str, float] | None
     bootstrap samples of the gated metrics (module docstring); None judges point estimates.
     ``champion_problem``: why the current champion could not be re-scored — then there is
     nothing to compare against, and the candidate is never promoted automatically.
+    ``compared``: the class lists differ (visiongate.class_changes); non-regression judges
+    the candidate's metrics on the comparison view, and a "classes" line says what changed.
     """
     evidence = Evidence(samples, cfg.confidence, cfg.floors_on)
     checks = [_floor_check(candidate, name, floor, evidence)
               for name, floor in cfg.floors.items()]
     for prefix, floor in cfg.class_floors.items():
         checks += _class_floor_checks(candidate, prefix, floor, evidence)
-    checks += [_regression_check(candidate, champion, name, drop, evidence)
+    versus = compared.metrics if compared is not None else candidate
+    checks += [_regression_check(versus, champion, name, drop, evidence)
                for name, drop in cfg.max_drop.items()]
     checks += _robustness_checks(candidate, robustness, cfg.robustness, evidence)
     checks += _data_quality_check(quarantine, cfg.max_quarantine_share)
+    if compared is not None:
+        checks.append(Check("classes", True, compared.note))
     if champion_problem:
         checks.append(Check("champion", False, f"the champion could not be re-scored "
                             f"({champion_problem}); review this report and promote by hand "

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from visiongate.config import RobustnessConfig
 from visiongate.export import Deployment
 from visiongate.gate_stats import MetricInterval
 from visiongate.gates import Check, GateResult, relative_drop
 from visiongate.outcomes import Insight
+
+if TYPE_CHECKING:
+    from visiongate.class_changes import Compared
 
 PROMOTE = "PROMOTE"
 KEEP = "KEEP CHAMPION"
@@ -57,18 +61,24 @@ def _span(low: float | None, high: float | None, fmt: str = ".4f") -> str:
 
 
 def _metric_table(candidate: dict, champion: dict | None, champion_version: str | None,
-                  result: GateResult) -> list[str]:
-    """Headline metrics; with bootstrap samples, interval columns for the gated ones."""
+                  result: GateResult, compared: Compared | None = None) -> list[str]:
+    """Headline metrics; with bootstrap samples, interval columns for the gated ones. When
+    the class lists differ, "delta" is the candidate's change on the comparison view."""
+    versus = compared.metrics if compared is not None else candidate
     names = list(candidate) + [n for n in (champion or {}) if n not in candidate]
     head = f"champion (v{champion_version})" if champion_version else "champion"
     intervals = {i.name: i for i in result.intervals}
     ci = f"{result.confidence:.0%} interval" if intervals else ""
     cols = ["metric", "candidate", *([ci] if ci else []), head, "delta",
             *([f"delta {ci}"] if ci else [])]
-    lines = ["## Metrics", "", "| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
+    lines = ["## Metrics", ""]
+    if compared is not None:
+        lines += [f"Classes changed — {_cell(compared.note)}. The champion column and every "
+                  "delta are on that comparison view.", ""]
+    lines += ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
     for name in (n for n in names if "/" not in n):
         cand, champ, iv = _number(candidate, name), _number(champion, name), intervals.get(name)
-        cells = [_fmt(cand), _fmt(champ), _delta(cand, champ)]
+        cells = [_fmt(cand), _fmt(champ), _delta(_number(versus, name), champ)]
         if ci:
             cells[1:1] = [_span(iv and iv.low, iv and iv.high)]
             cells.append(_span(iv and iv.delta_low, iv and iv.delta_high, "+.4f"))
@@ -76,11 +86,11 @@ def _metric_table(candidate: dict, champion: dict | None, champion_version: str 
     if not names:
         lines.append("| (no metrics) |" + " — |" * (len(cols) - 1))
     return lines + [""] + _per_class_table([n for n in names if "/" in n], candidate, champion,
-                                           intervals)
+                                           intervals, versus)
 
 
 def _per_class_table(names: list[str], candidate: dict, champion: dict | None,
-                     intervals: dict[str, MetricInterval]) -> list[str]:
+                     intervals: dict[str, MetricInterval], versus: dict) -> list[str]:
     """Rows = classes, columns = per-class metrics (`ap/<class>`, `recall/<class>` ...):
     candidate value, its bootstrap interval when gated, and its delta to the champion in
     brackets."""
@@ -94,8 +104,9 @@ def _per_class_table(names: list[str], candidate: dict, champion: dict | None,
     for cls in classes:
         cells = []
         for prefix in prefixes:
-            cand, champ = _number(candidate, f"{prefix}/{cls}"), _number(champion, f"{prefix}/{cls}")
-            delta, iv = _delta(cand, champ), intervals.get(f"{prefix}/{cls}")
+            key = f"{prefix}/{cls}"
+            cand, champ = _number(candidate, key), _number(champion, key)
+            delta, iv = _delta(_number(versus, key), champ), intervals.get(key)
             cells.append(_fmt(cand) + (f" {_span(iv.low, iv.high)}" if iv else "")
                          + (f" ({delta})" if delta != "—" else ""))
         lines.append(f"| {_cell(cls)} | " + " | ".join(cells) + " |")
@@ -224,7 +235,8 @@ def gate_report(model_name: str, candidate: dict, champion: dict | None,
                 robustness: dict[str, dict[str, float]] | None = None,
                 robustness_cfg: RobustnessConfig | None = None,
                 plots: list[str] | None = None, run_id: str | None = None,
-                insight: Insight | None = None, deployment: Deployment | None = None) -> str:
+                insight: Insight | None = None, deployment: Deployment | None = None,
+                compared: Compared | None = None) -> str:
     """One markdown page: verdict, candidate-vs-champion metrics, checks, robustness,
     insight, the serving artifacts' parity checks, plots, lineage.
 
@@ -234,7 +246,7 @@ def gate_report(model_name: str, candidate: dict, champion: dict | None,
     paths relative to the report (e.g. ``plots/pr_curves.png``) in MLflow run ``run_id``.
     """
     lines = _headline(model_name, champion_version, result)
-    lines += _metric_table(candidate, champion, champion_version, result)
+    lines += _metric_table(candidate, champion, champion_version, result, compared)
     lines += _check_list(result)
     lines += _robustness_table(candidate, robustness, robustness_cfg, result)
     lines += _insight(insight)

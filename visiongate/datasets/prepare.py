@@ -2,13 +2,14 @@
 
     python -m visiongate.datasets.prepare --format yolo --src data/raw/NAME \\
         --out data/prepared/NAME [--split train=0.7,val=0.15,test=0.15] [--seed 0] \\
-        [--params params.yaml]
+        [--params params.yaml] [--classes data/classes/NAME.txt]
 
 Writes <out>/{train,val,test}, <out>/quarantine.csv (one line per bad item: file, kind,
 detail, action) and <out>/info.json (format, classes, has_masks, counts; `image_labels`:
 true for the image-label formats folders and csv). Fails with a clear message when
 nothing usable is left, a split ends up empty, or the quarantined share of images passes
-`validation.max_quarantine_share`. Never writes to the source.
+`validation.max_quarantine_share`. Never writes to the source. `--classes`: the class list of
+the previous import, whose ids the classes that stay keep (visiongate.datasets.class_ids).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pydantic
 import yaml
 
 from visiongate.config import ValidationConfig
-from visiongate.datasets import rawcopy, safe_load
+from visiongate.datasets import class_ids, rawcopy, safe_load
 from visiongate.datasets import splits as splitting
 from visiongate.datasets.formats import FORMATS, read_source
 from visiongate.datasets.formats.canonical import write_canonical
@@ -37,15 +38,16 @@ INFO = "info.json"
 
 
 def prepare(fmt: str, src: Path, out: Path, ratios: dict[str, float] | None = None,
-            seed: int = 0, cfg: ValidationConfig | None = None) -> dict:
+            seed: int = 0, cfg: ValidationConfig | None = None,
+            classes: Path | None = None) -> dict:
     """Read, validate, split and write one dataset; return its info dict (also info.json)."""
     cfg = cfg or ValidationConfig()
     with safe_load.pixel_limit(cfg.max_pixels):  # readers, validation and writer alike
-        return _prepare(fmt, src, ratios, seed, cfg, Path(out))
+        return _prepare(fmt, src, ratios, seed, cfg, Path(out), classes)
 
 
 def _prepare(fmt: str, src: Path, ratios: dict[str, float] | None, seed: int,
-             cfg: ValidationConfig, out: Path) -> dict:
+             cfg: ValidationConfig, out: Path, classes: Path | None = None) -> dict:
     source = read_source(fmt, Path(src))
     source.issues[:0] = rawcopy.skipped(Path(src))  # what the import's copy left out
     kept, issues = validate(source, cfg.clip_tolerance, cfg.min_box_px)
@@ -61,6 +63,8 @@ def _prepare(fmt: str, src: Path, ratios: dict[str, float] | None, seed: int,
         raise DataError(f"{src}: {summary.quarantined} of {summary.total} images quarantined "
                         f"({summary.share:.1%}) > validation.max_quarantine_share "
                         f"{cfg.max_quarantine_share:.0%}; see {report}")
+    changes = class_ids.keep_ids(source, kept, class_ids.read_reference(classes)) \
+        if classes is not None else None
     assigned = splitting.assign(kept, ratios or splitting.DEFAULT_RATIOS, seed)
     empty = [name for name, items in assigned.items() if not items]
     if empty:
@@ -68,6 +72,8 @@ def _prepare(fmt: str, src: Path, ratios: dict[str, float] | None, seed: int,
                         f"({len(kept)} usable images); change --split or add images")
     info = write_canonical(source, assigned, out)
     info.update(quarantine=dataclasses.asdict(summary), seed=seed, ratios=ratios or splitting.DEFAULT_RATIOS)
+    if changes is not None:
+        info["class_changes"] = changes
     (out / INFO).write_text(json.dumps(info, indent=2) + "\n")
     return info
 
@@ -132,7 +138,9 @@ def format_summary(info: dict, out: Path) -> str:
     return (f"{out}: {per_split} images, {labels}, "
             f"{len(info['classes'])} classes, masks: {'yes' if info['has_masks'] else 'no'}\n"
             f"quarantine: {q['quarantined']} image(s) left out ({q['share']:.1%}); "
-            f"lines by kind: {kinds} -> {out / QUARANTINE}")
+            f"lines by kind: {kinds} -> {out / QUARANTINE}"
+            + (f"\n{changed}" if (changed := class_ids.describe(info.get("class_changes") or {}))
+               else ""))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,12 +151,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="train=0.7,val=0.15,test=0.15")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--params", default="params.yaml", help="params file (uses `validation`)")
+    parser.add_argument("--classes", type=Path, help="the previous import's class list: ids kept")
     args = parser.parse_args(argv)
     cfg = validation_config(Path(args.params))
     start = time.perf_counter()
     try:
         info = prepare(args.format, args.src, args.out, splitting.parse_ratios(args.split),
-                       args.seed, cfg)
+                       args.seed, cfg, args.classes)
     except VisiongateError as err:
         raise SystemExit(f"prepare: error: {err}") from None
     print(format_summary(info, args.out) + f" ({time.perf_counter() - start:.1f}s)")
