@@ -45,7 +45,7 @@ def _nothing_changed(args: argparse.Namespace) -> list | None:
 
     try:
         project = Project.at(args.root)
-        params = load_params(project.root / args.params, deep=False)
+        params = load_params(project.root / args.params, deep=False, root=project.root)
     except VisiongateError:  # the flow reports it (or what is wrong instead), as ever
         return None
     if args.dataset:

@@ -50,7 +50,8 @@ def retrain(root: str = ".", params_file: str = "params.yaml",
     version is not retrained ("nothing changed"), unless `force`.
     """
     project = Project.at(root)
-    params = load_params(project.root / params_file, deep=False)  # deep checks only if it trains
+    params = load_params(project.root / params_file, deep=False,  # deep checks only if it trains
+                         root=project.root)
     if dataset:
         params = params.model_copy(update={"dataset": dataset})
     with project.holding_retrain_lock(params.dataset):
@@ -64,7 +65,7 @@ def retrain_all(project: Project, params: Params, force: bool = False) -> list[O
     uri = tracking.tracking_uri(project.root, params.mlflow)
     # What changed is decided first (md5s, exclusions, params, code): a no-change run stops here.
     lineages = {task: lineage_tags(project.root, params.dataset, md5s, params_hash(cfg),
-                                   cfg.weights, excluded)
+                                   cfg.weights_file(), excluded)
                 for task, cfg in params.model_tasks().items()}
     outcomes = {task: None if force else unchanged(uri, registry_name(params.dataset, task),
                                                    identity(lineage))
@@ -190,6 +191,9 @@ def train_candidate(job: Job, run_id: str) -> str:
     lineage = job.lineage
     # an exclusion list changes what is trained on, not the split md5s: never resume across it
     excluded = f"-x{lineage['data.md5.exclude'][:8]}" if "data.md5.exclude" in lineage else ""
+    # nor across another weights file under the same name (its sha256 is in the lineage)
+    weights = lineage["weights.sha256"]
+    excluded += f"-w{weights[:8]}" if weights not in ("none", "missing") else ""
     work_dir = job.project.train_dir(f"{job.name}-{lineage['params_hash']}-"
                                      f"{job.md5s['train'][:8]}-{lineage['code_hash'][:8]}"
                                      f"{excluded}")

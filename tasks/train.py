@@ -7,11 +7,18 @@ from visiongate import models, tracking
 
 @task
 def train_model(cfg, data_root: str, out_dir: str, tracking_uri: str, run_id: str) -> str:
-    """Train one candidate, streaming per-epoch metrics to the flow's MLflow run."""
+    """Train one candidate, streaming per-epoch metrics to the flow's MLflow run; a model
+    started from `weights:` also gets tags `weights.*` saying what it took from the file."""
+    from visiongate.models.local_weights import WeightsReport  # torch: only when training
+
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         tracking.log_metrics(tracking_uri, run_id, metrics, step=epoch)
 
-    return str(models.train(cfg, Path(data_root), Path(out_dir), on_epoch))
+    checkpoint = models.train(cfg, Path(data_root), Path(out_dir), on_epoch)
+    report = WeightsReport.read(Path(out_dir)) if cfg.weights else None
+    if report:
+        tracking.set_tags(tracking_uri, run_id, report.tags())
+    return str(checkpoint)
 
 
 @task

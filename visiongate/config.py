@@ -124,16 +124,21 @@ class Params(Frozen):
                                             ("classify", self.classify)) if cfg.enabled}
 
 
-def load_params(path: str | Path = "params.yaml", deep: bool = False) -> Params:
+def load_params(path: str | Path = "params.yaml", deep: bool = False,
+                root: str | Path | None = None) -> Params:
     """Validated params; a ConfigError (NotFound for a missing file) in one line naming the
     file and the bad field(s). Imports no torch: deep=True also runs `check_deep`, which
     builds the augmentation pipelines (albumentations: seconds); the flow does that itself
-    once it knows it trains."""
+    once it knows it trains. `root`: the project root (default: the file's folder), which
+    relative `weights:` paths start from and whose weights folder they must resolve into
+    (visiongate.weights_rule)."""
     path = Path(path)
     if not path.is_file():
         raise NotFound(f"no params file at {path.resolve()}")
+    root = Path(root if root is not None else path.parent).resolve()
     try:
-        params = Params.model_validate(yaml.safe_load(path.read_text()) or {})
+        params = Params.model_validate(yaml.safe_load(path.read_text()) or {},
+                                       context={"root": root})
         return check_deep(params) if deep else params
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)

@@ -5,14 +5,17 @@ visiongate's dependency-free vocabulary.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator,
+                      model_validator)
 
 from visiongate.errors import ConfigError
 from visiongate.vocab import (CLASSIFY_FAMILIES, DETECT_FAMILIES, SEGMENT_FAMILIES,
                               check_corruption, check_device_spec, check_model_section,
                               family_defaults)
+from visiongate.weights_rule import allowed_weights
 
 
 class Frozen(BaseModel):
@@ -63,8 +66,14 @@ class _ModelConfig(Frozen):
     enabled: bool = True
     model: str | None = None       # ultralytics families: model yaml (None: family default)
     backbone: str | None = None    # torchvision families (None: family default)
-    weights: str | None = None     # optional local weights file; nothing is ever downloaded
-    # ultralytics families: trust `weights` (a pickle) beyond safe loading, only with this sha256
+    # optional local weights file to start from (nothing is ever downloaded): a whole model
+    # or, torchvision families, a backbone alone. It must resolve inside the weights folder
+    # (visiongate.weights_rule: <root>/weights or $VISIONGATE_WEIGHTS_DIR) unless pinned
+    # below. An ultralytics .pt is a pickle: loading it can run code, so it goes through
+    # ultralytics' safe loading only, unless its sha256 is pinned.
+    weights: str | None = None
+    # the sha256 of `weights`: a file outside the weights folder is accepted only with it,
+    # and an ultralytics pickle that safe loading refuses is loaded in full only with it
     weights_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     epochs: int = Field(25, ge=1)
     batch: int = Field(16, ge=1)
@@ -76,10 +85,30 @@ class _ModelConfig(Frozen):
     augment: list[dict[str, Any]] = []  # [{name: <albumentations transform>, **kwargs}, ...]
     ultralytics_args: dict[str, Any] = {}  # passed to ultralytics' train(); it checks the keys
 
+    SECTION: ClassVar[str] = ""    # the params.yaml section: detect, segment, classify
+    _root: str | None = PrivateAttr(None)  # project root params.yaml was read from
+
     @field_validator("device")
     @classmethod
     def _valid_device(cls, v: str) -> str:
         return check_device_spec(v)
+
+    @model_validator(mode="after")
+    def _weights_where_allowed(self, info: ValidationInfo):
+        """Read from params.yaml (load_params passes the project root as context): the
+        weights rule is checked now and the root kept to resolve `weights` against."""
+        root = (info.context or {}).get("root") if info is not None else None
+        if root is not None:
+            self._root = str(root)
+            self.weights_file()
+        return self
+
+    def weights_file(self) -> Path | None:
+        """`weights` as an absolute path, checked against the weights rule (ConfigError
+        outside the weights folder without a pin); None when unset. Relative to the project
+        root of params.yaml, or to the current directory for a config built in code."""
+        return allowed_weights(self.SECTION, self.weights, self.weights_sha256, self._root,
+                               self.ultralytics_family)
 
     @model_validator(mode="after")
     def _nproc_for_torch_families(self):
@@ -109,6 +138,7 @@ class _ModelConfig(Frozen):
 
 
 class DetectConfig(_ModelConfig):
+    SECTION: ClassVar[str] = "detect"
     family: Literal["yolo", "rtdetr", "fasterrcnn", "retinanet", "ssdlite"] = "yolo"
     imgsz: int = Field(128, ge=32)
     conf: float = Field(0.001, ge=0, le=1)
@@ -134,6 +164,7 @@ class DetectConfig(_ModelConfig):
 
 
 class SegmentConfig(_ModelConfig):
+    SECTION: ClassVar[str] = "segment"
     family: Literal["unet", "fcn", "deeplabv3", "yolo", "maskrcnn"] = "unet"
     base_channels: int = Field(16, ge=4)   # unet only
     epochs: int = Field(30, ge=1)
@@ -174,6 +205,7 @@ class ClassifyConfig(_ModelConfig):
     """Image classification: one class per image (softmax + cross-entropy) or, with
     `multi_label`, every class present (sigmoid + binary cross-entropy)."""
 
+    SECTION: ClassVar[str] = "classify"
     enabled: bool = False
     family: Literal["yolo", "resnet18", "mobilenet_v3_small", "efficientnet_b0"] = "resnet18"
     multi_label: bool = False

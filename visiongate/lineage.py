@@ -55,7 +55,7 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def weights_sha256(weights: str | None) -> str:
+def weights_sha256(weights: str | Path | None) -> str:
     """sha256 of the local `weights:` file a model starts from ("none" without one): the
     params name the file, this pins what was in it."""
     if not weights:
@@ -86,7 +86,8 @@ def identity(lineage: dict[str, str]) -> dict[str, str | None]:
 
 
 def lineage_tags(root: Path, dataset: str, md5s: dict[str, str], params_hash: str,
-                 weights: str | None = None, exclude_md5: str | None = None) -> dict[str, str]:
+                 weights: str | Path | None = None, exclude_md5: str | None = None
+                 ) -> dict[str, str]:
     """Tags of a candidate; `exclude_md5`: the exclusion list's md5 (None: no entries)."""
     tags = {"dataset": dataset, "params_hash": params_hash, "code_hash": code_hash(),
             "weights.sha256": weights_sha256(weights)}

@@ -51,7 +51,7 @@ def check(project: Project, params: Params, store: str) -> list[Outcome] | None:
         outcomes = []
         for task, cfg in params.model_tasks().items():
             lineage = lineage_tags(project.root, params.dataset, md5s, params_hash(cfg),
-                                   cfg.weights, excluded)
+                                   cfg.weights_file(), excluded)
             found = registered(db, registry_name(params.dataset, task), identity(lineage))
             if found is None:
                 return None

@@ -20,9 +20,10 @@ from hostile_models import TINY, Harmless, copy_checkpoint, craft, real_ckpt
 from pydantic import ValidationError
 
 from visiongate import models
-from visiongate.config import DetectConfig
+from visiongate.config import DetectConfig, load_params
 from visiongate.errors import ConfigError, ModelError
 from visiongate.models import torch_loop, ultralytics_safe, yolo
+from visiongate.weights_rule import ENV
 
 pytestmark = pytest.mark.usefixtures("nothing_written_outside")
 
@@ -113,11 +114,31 @@ def test_strip_optimizer_reads_with_safe_loading(tmp_path, marker):
 
 # ---- local `weights:` files --------------------------------------------------------------------
 def test_unpinned_pickle_weights_are_refused_with_how_to_trust_them(tiny_yolo, tmp_path,
-                                                                    marker):
+                                                                    marker, monkeypatch):
+    monkeypatch.setenv(ENV, str(tmp_path))  # inside the weights folder: safe loading decides
     evil = craft("real+payload", tmp_path / "evil.pt", marker, tiny_yolo["checkpoint"])
     cfg = DetectConfig(**TINY, weights=str(evil))
     with pytest.raises(ConfigError, match=f"detect.weights_sha256: {_sha(evil)}"):
         models.train(cfg, tiny_yolo["data"], tmp_path / "work")
+    assert not marker.exists()
+
+
+def test_a_params_edit_cannot_point_weights_at_a_pickle_elsewhere(tiny_yolo, tmp_path, marker,
+                                                                   monkeypatch):
+    """Outside the weights folder — named directly or through a link inside it — a file is
+    refused before it is opened, whatever params.yaml says (visiongate.weights_rule)."""
+    monkeypatch.delenv(ENV, raising=False)
+    project, evil = tmp_path / "project", tmp_path / "evil.pt"
+    (project / "weights").mkdir(parents=True)
+    craft("real+payload", evil, marker, tiny_yolo["checkpoint"])
+    (project / "weights" / "link.pt").symlink_to(evil)
+    for named in (str(evil), "weights/link.pt", "weights/../../evil.pt"):
+        (project / "params.yaml").write_text(f"detect:\n  weights: {named}\n")
+        with pytest.raises(ConfigError, match="outside the weights folder.*pickle"):
+            load_params(project / "params.yaml")
+    monkeypatch.chdir(project)  # a config built in code is checked when it loads
+    with pytest.raises(ConfigError, match="outside the weights folder"):
+        yolo._model(DetectConfig(**TINY, weights="weights/link.pt"), yolo._ultralytics(), "detect")
     assert not marker.exists()
 
 
@@ -128,7 +149,8 @@ def test_wrong_sha256_is_refused_before_loading(tmp_path, marker):
     assert not marker.exists()
 
 
-def test_real_weights_load_safely_without_a_pin(tiny_yolo):
+def test_real_weights_load_safely_without_a_pin(tiny_yolo, monkeypatch):
+    monkeypatch.setenv(ENV, str(tiny_yolo["checkpoint"]))
     cfg = DetectConfig(**TINY, weights=str(tiny_yolo["checkpoint"] / "best.pt"))
     assert yolo._model(cfg, yolo._ultralytics(), "detect").ckpt  # kept for training
 

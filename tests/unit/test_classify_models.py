@@ -21,6 +21,7 @@ from visiongate.errors import ModelError
 from visiongate.models.classify import build_model, load_classifier_weights
 from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.yolo_classify import class_positions, export_classify_layout
+from visiongate.weights_rule import ENV
 
 from explain_checks import check_explained
 
@@ -80,9 +81,10 @@ def test_multilabel_family_gives_sigmoids_and_stores_thresholds(data_root, tmp_p
         assert p.dtype == np.float32 and p.shape == (K,) and np.all((p >= 0) & (p <= 1))
 
 
-def test_local_weights_then_resume(data_root, tmp_path, capsys):
+def test_local_weights_then_resume(data_root, tmp_path, capsys, monkeypatch):
     """From a local file with a 7-class head; a second call finds the run finished (torch_loop
     trains nothing); more epochs continue it from last.pt."""
+    monkeypatch.setenv(ENV, str(tmp_path))  # the weights folder (visiongate.weights_rule)
     torch.save(tvm.resnet18(weights=None, num_classes=7).state_dict(), tmp_path / "w.pt")
     out, cfg = tmp_path / "ckpt", tiny(weights=str(tmp_path / "w.pt"))
     models.train(cfg, data_root, out)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from visiongate import models
 from visiongate.config import DetectConfig, Params, SegmentConfig, SynthConfig
 from visiongate.datasets.synth import generate
+from visiongate.weights_rule import ENV
 
 from explain_checks import check_explained
 
@@ -108,7 +109,8 @@ def test_same_seed_same_metrics_on_cpu(section, family, data_root, tmp_path):
         assert (math.isnan(value) and math.isnan(other)) or value == pytest.approx(other, abs=1e-4), key
 
 
-def test_local_weights_are_loaded_and_missing_ones_refused(data_root, tmp_path):
+def test_local_weights_are_loaded_and_missing_ones_refused(data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV, str(tmp_path))  # the weights folder (visiongate.weights_rule)
     first = models.train(tiny("segment", family="unet"), data_root, tmp_path / "a")
     weights = tmp_path / "weights.pt"
     torch.save(torch.load(first / "best.pt", weights_only=True)["state_dict"], weights)

@@ -13,7 +13,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("visiongate", "flows", "tasks")
 HEAVY = ("torch", "cv2", "albumentations")
-LEAVES = {"visiongate.errors", "visiongate.vocab"}  # stdlib only: config may import them
+# stdlib only: config may import them
+LEAVES = {"visiongate.errors", "visiongate.vocab", "visiongate.weights_rule"}
 
 
 @pytest.mark.parametrize("call", ["load_params(path)", "load_params(path, deep=False)"])
@@ -156,6 +157,7 @@ def test_config_imports_only_the_vocabulary_outside_check_deep():
         seen["visiongate.config"]
     assert seen["visiongate.config_models"] <= LEAVES, seen["visiongate.config_models"]
     assert seen["visiongate.vocab"] <= {"visiongate.errors"}
+    assert seen["visiongate.weights_rule"] <= {"visiongate.errors"}
     assert seen["visiongate.errors"] == set()
 
 

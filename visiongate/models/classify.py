@@ -39,11 +39,12 @@ from visiongate.datasets import safe_load
 from visiongate.datasets.coco import load_split
 from visiongate.datasets.image_labels import single_label_images, split_targets
 from visiongate.devices import amp_enabled, select_device
-from visiongate.errors import ConfigError, DataError, ModelError
+from visiongate.errors import ConfigError, DataError
 from visiongate.models import OnEpoch
 from visiongate.models.meta import CheckpointMeta
 from visiongate.models.samples import category_ids
-from visiongate.models.torch_loop import Recipe, fit, read_local_state, seed_everything
+from visiongate.models.local_weights import WeightsReport, load_weights_file
+from visiongate.models.torch_loop import Recipe, fit, seed_everything
 
 _BUILDERS = {"resnet18": tvm.resnet18, "mobilenet_v3_small": tvm.mobilenet_v3_small,
              "efficientnet_b0": tvm.efficientnet_b0}
@@ -56,35 +57,20 @@ def build_model(family: str, num_classes: int) -> nn.Module:
     return _BUILDERS[family](weights=None, num_classes=num_classes)
 
 
-def _matching_keys(state: dict, own: dict) -> dict:
-    """The file's tensors under this model's key names: as they are, or a backbone saved on
-    its own (`features.` missing); a DataParallel `module.` prefix is dropped."""
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    best: dict = {}
-    for prefix in ("", "features."):
-        renamed = {prefix + k: v for k, v in state.items() if prefix + k in own}
-        best = renamed if len(renamed) > len(best) else best
-    return best
-
-
-def load_classifier_weights(model: nn.Module, path: str | None, pinned: str | None) -> None:
+def load_classifier_weights(model: nn.Module, path: str | Path | None, pinned: str | None
+                            ) -> WeightsReport | None:
     """Start from a local weights file (tensors only, weights_only loading; sha256 checked
-    when pinned). Tensors of another shape (a head for another class count) and tensors the
-    file lacks stay as built (freshly initialised)."""
-    if not path:
-        return
-    own = model.state_dict()
-    named = _matching_keys(read_local_state(path, "classify", pinned), own)
-    usable = {k: v for k, v in named.items() if own[k].shape == v.shape}
-    if not usable:
-        raise ModelError(f"classify.weights: {path} shares no tensor with this model")
-    model.load_state_dict(usable, strict=False)
-    other_shape = sorted(set(named) - set(usable))
-    absent = sorted(set(own) - set(named))
-    print(f"classify.weights: loaded {len(usable)}/{len(own)} tensors from {path}; "
-          f"re-initialised (another shape, e.g. another class count): {other_shape or 'none'}; "
-          f"not in the file: {len(absent)} tensors{' ' + str(absent[:6]) if absent else ''}",
-          flush=True)
+    when pinned): the whole model, or a backbone saved on its own (`features.` missing).
+    Tensors of another shape (a head for another class count) and tensors the file lacks
+    stay as built (freshly initialised); the report says which (local_weights)."""
+    return load_weights_file(model, path, "classify", pinned, (("", "features."),))
+
+
+def initial_model(cfg, num_classes: int) -> tuple[nn.Module, WeightsReport | None]:
+    """The classifier training starts from and the report of its `weights:` file (checked
+    against the weights rule), or None without one."""
+    model = build_model(cfg.family, num_classes)
+    return model, load_classifier_weights(model, cfg.weights_file(), cfg.weights_sha256)
 
 
 def read_image(path: Path, imgsz: int) -> np.ndarray:
@@ -220,8 +206,9 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
                           generator=gen, drop_last=len(train_x) % cfg.batch == 1 and
                           len(train_x) > 1)
     val_dl = DataLoader(ImageTargets(val_x, val_y), cfg.batch)
-    model = build_model(cfg.family, len(class_names))
-    load_classifier_weights(model, cfg.weights, cfg.weights_sha256)
+    model, report = initial_model(cfg, len(class_names))
+    if report:
+        report.write(out_dir)
     recipe = _recipe(cfg, model.to(device), train_dl, val_dl, gen, transform, device, class_names)
     fit(recipe, cfg, device, out_dir, on_epoch)
     CheckpointMeta(family=cfg.family, task=cfg.task, class_names=class_names,

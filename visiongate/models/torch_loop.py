@@ -9,14 +9,10 @@ unbroken run would, so on the CPU it ends with the same weights.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 import os
-import pickle
 import random
 import time
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +25,9 @@ from tqdm import tqdm
 
 from visiongate.devices import amp_enabled
 from visiongate.errors import TrainingDiverged
-from visiongate.errors import ConfigError, ModelError, NotFound
 from visiongate.models import OnEpoch, distributed
+from visiongate.models.local_weights import (Rename, WeightsReport, load_weights_file,  # noqa: F401
+                                             read_local_state)
 
 # Keys that may change between a run and its resume without changing what was learned.
 NOT_LEARNED = {"epochs", "device", "enabled", "gate", "conf", "nms_iou", "class_agnostic_nms",
@@ -84,41 +81,13 @@ def save(state: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def load_local_weights(model: nn.Module, path: str | None, section: str,
-                       pinned: str | None = None) -> None:
-    """Start from a local weights file (a state dict, or a checkpoint holding `state_dict`);
-    tensors whose shape differs (e.g. a head for another class count) are left as built.
-    Tensors only (weights_only); with `pinned` (`<section>.weights_sha256`) the bytes loaded
-    must have that sha256."""
-    if not path:
-        return
-    state = read_local_state(path, section, pinned)
-    own = model.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise ModelError(f"{section}.weights: {path} shares no tensor with this model")
-    model.load_state_dict(usable, strict=False)
-    print(f"{section}: loaded {len(usable)}/{len(own)} tensors from {path}")
-
-
-def read_local_state(path: str, section: str, pinned: str | None = None) -> dict:
-    """The state dict in a local `<section>.weights` file (see load_local_weights)."""
-    if not Path(path).is_file():
-        raise NotFound(f"{section}.weights: no local file {path} (nothing is downloaded)")
-    data = Path(path).read_bytes()  # hashed and loaded: the same bytes
-    digest = hashlib.sha256(data).hexdigest()
-    if pinned and digest != pinned.strip().lower():
-        raise ConfigError(f"{section}.weights: {path} has sha256 {digest}, not the pinned "
-                          f"{section}.weights_sha256 {pinned}; it was not loaded")
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile) as err:
-        raise ConfigError(f"{section}.weights: {path} is not a file of tensors that loads "
-                          f"without unpickling code ({type(err).__name__}: {str(err)[:200]})") from err
-    state = state.get("state_dict", state) if isinstance(state, dict) else None
-    if not isinstance(state, dict):
-        raise ConfigError(f"{section}.weights: {path} holds no state dict")
-    return state
+def load_local_weights(model: nn.Module, path: str | Path | None, section: str,
+                       pinned: str | None = None, renames: tuple[Rename, ...] = ()
+                       ) -> WeightsReport | None:
+    """Start from a local weights file: visiongate.models.local_weights.load_weights_file
+    (tensors only; shape-mismatched tensors, e.g. a head for another class count, stay as
+    built; `renames` match a backbone saved on its own); the report it printed."""
+    return load_weights_file(model, path, section, pinned, renames)
 
 
 def _resume(path: Path, config: dict, name: str, model, opt, sched, scaler) -> tuple[int, float]:

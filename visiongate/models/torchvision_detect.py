@@ -2,13 +2,19 @@
 SSDlite (task "detect") and Mask R-CNN (task "instance").
 
 Built from scratch (`weights=None, weights_backbone=None`: nothing is downloaded) or from a
-local weights file (`weights:`). Images are resized by the model to `imgsz` (longest side),
-and the anchors are scaled by imgsz / 800 so they cover the same share of the image as
-torchvision's defaults do at its usual 800 px. Training: `visiongate.models.torch_loop`.
+local weights file (`weights:`): a whole model, or a backbone alone — e.g. a torchvision
+`resnet50` / `mobilenet_v3_large` classification state dict (`backbone_renames`), read with
+`weights_only=True` (visiongate.models.local_weights). SSDlite is built as torchvision builds
+it without backbone weights, with MobileNetV3's last stage halved: an ImageNet
+mobilenet_v3_large loads into all but that stage. Images are resized by the model to `imgsz`
+(longest side), and the anchors are scaled by imgsz / 800 so they cover the same share of the
+image as torchvision's defaults do at its usual 800 px. Training:
+`visiongate.models.torch_loop`.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.models import detection, mobilenet_v3_large
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection import ssdlite
 from torchvision.models.detection.backbone_utils import _mobilenet_extractor
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
@@ -29,6 +36,7 @@ from visiongate.metrics import detection_metrics
 from visiongate.models import OnEpoch
 from visiongate.models.meta import CheckpointMeta
 from visiongate.models.samples import category_ids, load_sample, read_rgb
+from visiongate.models.local_weights import Rename, WeightsReport
 from visiongate.models.torch_loop import Recipe, fit, load_local_weights, seed_everything
 
 TASKS = {"fasterrcnn": "detect", "retinanet": "detect", "ssdlite": "detect", "maskrcnn": "instance"}
@@ -90,6 +98,38 @@ def build_model(cfg, num_classes: int) -> nn.Module:
         raise ConfigError(f"{cfg.family!r} is not a torchvision detection family; "
                           f"choose from {sorted(TASKS)}")
     return model
+
+
+@cache
+def _ssdlite_keys() -> tuple[dict[str, str], dict[str, str]]:
+    """A mobilenet_v3_large classifier's keys -> SSDlite's (its extractor regroups the
+    layers): as torchvision builds it, from a classifier whose tensors it shares. The second
+    map: a `features` module saved on its own."""
+    classifier = mobilenet_v3_large(weights=None)
+    names = {id(t): k for k, t in classifier.state_dict(keep_vars=True).items()}
+    extractor = ssdlite._mobilenet_extractor(classifier, 6, nn.BatchNorm2d)
+    whole = {names[id(t)]: f"backbone.{k}" for k, t in
+             extractor.state_dict(keep_vars=True).items() if id(t) in names}
+    return whole, {k.removeprefix("features."): v for k, v in whole.items()}
+
+
+def backbone_renames(cfg) -> tuple[Rename, ...]:
+    """How a backbone saved on its own meets the model's names: a torchvision classifier's
+    state dict (fc/classifier left out), its `features`, or the model's `backbone` module."""
+    if cfg.family == "ssdlite":
+        return (*_ssdlite_keys(), ("", "backbone."))
+    if cfg.backbone == "resnet50_fpn":
+        return ("", "backbone.body."), ("", "backbone.")
+    return ("features.", "backbone.body."), ("", "backbone.body."), ("", "backbone.")
+
+
+def initial_model(cfg, num_classes: int) -> tuple[nn.Module, WeightsReport | None]:
+    """The model training starts from: built for num_classes (background included), then
+    the `weights:` file loaded into it (checked against the weights rule) and its report."""
+    model = build_model(cfg, num_classes)
+    section = "detect" if TASKS.get(cfg.family) == "detect" else "segment"
+    return model, load_local_weights(model, cfg.weights_file(), section, cfg.weights_sha256,
+                                     backbone_renames(cfg))
 
 
 def _tensor(image: np.ndarray) -> torch.Tensor:
@@ -181,9 +221,9 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     compose = augment.pipeline(cfg.augment, task, cfg.seed,
                                getattr(cfg, "augment_min_visibility", 0.25))
     train_set = _DetectionSet(Path(data_root) / "train", task, compose)
-    model = build_model(cfg, len(train_set.ids) + 1)
-    load_local_weights(model, cfg.weights, "detect" if task == "detect" else "segment",
-                       cfg.weights_sha256)
+    model, report = initial_model(cfg, len(train_set.ids) + 1)
+    if report:
+        report.write(out_dir)
     recipe = _recipe(cfg, model.to(device), train_set, Path(data_root) / "val", device, task)
     fit(recipe, cfg, device, out_dir, on_epoch)
     CheckpointMeta(family=cfg.family, task=task, class_names=train_set.split.class_names,

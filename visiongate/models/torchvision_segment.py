@@ -1,8 +1,11 @@
 """torchvision semantic segmenters (FCN, DeepLabV3) behind the visiongate model interface.
 
 Built from scratch (`weights=None, weights_backbone=None`: nothing is downloaded) or from a
-local weights file; trained like the U-Net (same data, augmentation, CE + Dice loss, loop
-and resume, `visiongate.models.unet` / `torch_loop`), the auxiliary head (FCN) weighted 0.4.
+local weights file: a whole model, or a backbone alone — e.g. a torchvision `resnet50` /
+`mobilenet_v3_large` classification state dict (`backbone_renames`), read with
+`weights_only=True` (visiongate.models.local_weights). Trained like the U-Net (same data,
+augmentation, CE + Dice loss, loop and resume, `visiongate.models.unet` / `torch_loop`), the
+auxiliary head (FCN) weighted 0.4.
 Predictions: one (H,W) uint8 label map per image at the image's own size.
 """
 
@@ -20,6 +23,7 @@ from visiongate.devices import select_device
 from visiongate.errors import ConfigError
 from visiongate.models import OnEpoch
 from visiongate.models.meta import CheckpointMeta
+from visiongate.models.local_weights import Rename, WeightsReport
 from visiongate.models.torch_loop import fit, load_local_weights, seed_everything
 from visiongate.models.unet import load_semantic_data, predict_label_maps, semantic_recipe
 
@@ -42,6 +46,22 @@ def build_model(cfg: SegmentConfig, num_classes: int) -> nn.Module:
                    aux_loss=cfg.family == "fcn")
 
 
+def backbone_renames(cfg: SegmentConfig) -> tuple[Rename, ...]:
+    """How a backbone saved on its own meets the model's names: a torchvision classifier's
+    state dict (its head left out), its `features` (MobileNetV3), or the model's `backbone`."""
+    if cfg.backbone == "mobilenet_v3_large":
+        return ("features.", "backbone."), ("", "backbone.")
+    return (("", "backbone."),)
+
+
+def initial_model(cfg: SegmentConfig, num_classes: int) -> tuple[nn.Module, WeightsReport | None]:
+    """The model training starts from: built for num_classes (background included), then
+    the `weights:` file loaded into it (checked against the weights rule) and its report."""
+    model = build_model(cfg, num_classes)
+    return model, load_local_weights(model, cfg.weights_file(), "segment", cfg.weights_sha256,
+                                     backbone_renames(cfg))
+
+
 def _logits(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     out = model(x)
     return [out["out"], *([out["aux"]] if "aux" in out else [])]
@@ -54,8 +74,9 @@ def train(cfg: SegmentConfig, data_root: Path, out_dir: Path, on_epoch: OnEpoch)
     out_dir.mkdir(parents=True, exist_ok=True)
     # BatchNorm after global pooling (DeepLab's ASPP) needs batches of two or more
     data = load_semantic_data(cfg, Path(data_root), drop_last=True)
-    model = build_model(cfg, data.num_labels)
-    load_local_weights(model, cfg.weights, "segment", cfg.weights_sha256)
+    model, report = initial_model(cfg, data.num_labels)
+    if report:
+        report.write(out_dir)
     recipe = semantic_recipe(cfg.family, cfg, data, model.to(device), device, _logits, {})
     fit(recipe, cfg, device, out_dir, on_epoch)
     CheckpointMeta(family=cfg.family, task="segment", class_names=data.class_names,

@@ -190,14 +190,22 @@ def semantic_recipe(name: str, cfg, data: SemanticData, model: nn.Module, device
                   data.reseed, {"class_names": data.class_names, **extra})
 
 
+def initial_model(cfg, num_labels: int):
+    """(the U-Net training starts from, the report of its `weights:` file or None): a whole
+    U-Net's state dict, checked against the weights rule (no backbone of its own)."""
+    model = UNet(num_labels, cfg.base_channels, DEPTH)
+    return model, load_local_weights(model, cfg.weights_file(), "segment", cfg.weights_sha256)
+
+
 def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     """Train on <data_root>/train; keep the epoch with the best <data_root>/val mIoU."""
     seed_everything(cfg.seed)
     device, out_dir = select_device(cfg.device), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = load_semantic_data(cfg, Path(data_root))
-    model = UNet(data.num_labels, cfg.base_channels, DEPTH)
-    load_local_weights(model, cfg.weights, "segment", cfg.weights_sha256)
+    model, report = initial_model(cfg, data.num_labels)
+    if report:
+        report.write(out_dir)
     recipe = semantic_recipe("unet", cfg, data, model.to(device), device,
                              lambda m, x: [m(x)], {"depth": DEPTH})
     fit(recipe, cfg, device, out_dir, on_epoch)

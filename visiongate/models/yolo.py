@@ -27,6 +27,7 @@ from visiongate.datasets.coco import SPLITS, export_yolo, load_split
 from visiongate.devices import ultralytics_device
 from visiongate.errors import NotFound
 from visiongate.models import OnEpoch
+from visiongate.models.local_weights import report_ultralytics_transfer
 from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.samples import ann_mask, category_ids
 from visiongate.models.torch_loop import same_run
@@ -158,11 +159,12 @@ def _model(cfg, ultralytics, task: str):
     with refused_as_model_error(Path(cfg.model), "Start from a model yaml; give pretrained "
                                 "weights as `weights:` (a pickle: pin its sha256)."):
         model = cls(cfg.model) if cfg.family == "rtdetr" else cls(cfg.model, task=task)
-    if cfg.weights:
-        weights, section = Path(cfg.weights), "detect" if cfg.task == "detect" else "segment"
+    weights = cfg.weights_file()  # checked against the weights rule
+    if weights:
         if not weights.exists():
-            raise NotFound(f"{section}.weights: no local file {weights} (nothing is downloaded)")
-        model = load_weights(model, weights, cfg.weights_sha256, section)
+            raise NotFound(f"{cfg.SECTION}.weights: no local file {weights} (nothing is "
+                           "downloaded)")
+        model = load_weights(model, weights, cfg.weights_sha256, cfg.SECTION)
     return model
 
 
@@ -181,7 +183,10 @@ def train_args(cfg, data: str, out_dir: Path, device: str) -> dict:
             "nbs": cfg.batch, "optimizer": "AdamW", "lr0": cfg.lr, "seed": cfg.seed,
             "deterministic": True, "device": device, "amp": device not in ("cpu", "mps"),
             "project": str(out_dir), "name": "ultralytics", "exist_ok": True, "plots": False,
-            "workers": 0, "verbose": False, "pretrained": False}
+            "workers": 0, "verbose": False,
+            # with `weights:`, train from the loaded model (ultralytics rebuilds the model for
+            # the dataset's classes and transfers its tensors; False would start afresh)
+            "pretrained": bool(cfg.weights)}
 
 
 def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
@@ -196,6 +201,8 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
     last = _resume_from(out_dir, config)
     (out_dir / META_FILE).unlink(missing_ok=True)
     model = _resumed(last, cfg, ultralytics, task) if last else _model(cfg, ultralytics, task)
+    if cfg.weights and not last:
+        report_ultralytics_transfer(model, cfg.SECTION, cfg.weights_file(), out_dir)
     (out_dir / "config.json").write_text(json.dumps(config, sort_keys=True))
     model.add_callback("on_fit_epoch_end", _epoch_callback(on_epoch))
     device = ultralytics_device(cfg.device)

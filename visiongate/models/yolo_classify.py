@@ -36,6 +36,7 @@ from visiongate.datasets.image_labels import single_label_images
 from visiongate.devices import ultralytics_device
 from visiongate.errors import DataError, ModelError, NotFound
 from visiongate.models import OnEpoch
+from visiongate.models.local_weights import report_ultralytics_transfer
 from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.samples import category_ids
 from visiongate.models.ultralytics_safe import load_weights, refused_as_model_error
@@ -118,10 +119,11 @@ def _model(cfg, ultralytics):
     with refused_as_model_error(Path(cfg.model), "Start from a model yaml; give pretrained "
                                 "weights as `weights:` (a pickle: pin its sha256)."):
         model = ultralytics.YOLO(cfg.model, task="classify")
-    if cfg.weights:
-        if not Path(cfg.weights).exists():
-            raise NotFound(f"classify.weights: no local file {cfg.weights} (nothing is downloaded)")
-        model = load_weights(model, Path(cfg.weights), cfg.weights_sha256, "classify")
+    weights = cfg.weights_file()  # checked against the weights rule
+    if weights:
+        if not weights.exists():
+            raise NotFound(f"classify.weights: no local file {weights} (nothing is downloaded)")
+        model = load_weights(model, weights, cfg.weights_sha256, "classify")
     return model
 
 
@@ -138,6 +140,8 @@ def train(cfg, data_root: Path, out_dir: Path, on_epoch: OnEpoch) -> Path:
             model = ultralytics.YOLO(str(last), task="classify")
     else:
         model = _model(cfg, ultralytics)
+        if cfg.weights:
+            report_ultralytics_transfer(model, "classify", cfg.weights_file(), out_dir)
     (out_dir / "config.json").write_text(json.dumps(config, sort_keys=True))
     model.add_callback("on_fit_epoch_end", _epoch_callback(on_epoch))
     device = ultralytics_device(cfg.device)
