@@ -139,6 +139,10 @@ class Job:
     def cfg(self) -> DetectConfig | SegmentConfig | ClassifyConfig:
         return self.params.model_tasks()[self.task]
 
+    @property
+    def view(self) -> str:
+        return view_of(self.params, self.task)
+
     def split(self, split: str) -> str:
         return str(Path(self.data_root) / split)
 

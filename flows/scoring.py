@@ -76,8 +76,6 @@ def score_champion(job: Job, run_id: str) -> ChampionScore:
     cannot be scored (an older checkpoint format, a refused file, renumbered classes, no
     image both can be scored on): its version and the problem; the gate then refuses to
     promote automatically."""
-    from flows.retrain import view_of
-
     version = alias_version(job.uri, job.name, registry.CHAMPION)
     if version is None:
         return ChampionScore()
@@ -87,7 +85,7 @@ def score_champion(job: Job, run_id: str) -> ChampionScore:
         path = checkout(job.uri, job.name, version, str(job.project.champions))
         meta = CheckpointMeta.read(Path(path))
         theirs = meta.task, meta.config.get("view", "image")
-        ours = job.cfg.task, view_of(job.params, job.task)
+        ours = job.cfg.task, job.view
         if theirs != ours:  # e.g. multi_label switched on: their scores differ in kind
             raise ModelError(f"the champion is a {theirs[0]} model on the {theirs[1]} view "
                              f"and the candidate a {ours[0]} one on the {ours[1]} view: their "
