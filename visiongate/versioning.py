@@ -1,7 +1,4 @@
-"""DVC edge: bring data stages up to date and read the md5 that pins each split.
-
-The only module that imports dvc.
-"""
+"""DVC edge, the only module that imports dvc: data stages, split md5s, push and pull."""
 
 from __future__ import annotations
 
@@ -21,7 +18,6 @@ from visiongate.paths import SPLITS
 @contextmanager
 def _stage_environment(root: Path):
     """Stage commands say `python -m ...`: make that the interpreter running visiongate."""
-    _follow_current_streams()
     old_path, old_cwd = os.environ.get("PATH", ""), Path.cwd()
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), old_path])
     os.chdir(root)
@@ -33,15 +29,18 @@ def _stage_environment(root: Path):
 
 
 def _follow_current_streams() -> None:
-    """DVC binds its console log handlers to sys.stdout/stderr as they were when dvc was
-    first imported; point them at the current ones, which callers (test capture,
-    redirect_stdout) may have swapped since — writing to a closed stream fails the run."""
+    """Point DVC's console log handlers at the current sys.stdout/stderr (test capture,
+    redirect_stdout may have swapped them; a closed one fails the run), and keep its records
+    from the root logger's handlers, whose Prefect one adds a traceback to each."""
     import logging
+    from dvc.logger import LoggerHandler
 
     for name in ("dvc", "dvc_objects", "dvc_data"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.stream = sys.stderr if handler.level >= logging.WARNING else sys.stdout
+        logger = logging.getLogger(name)
+        own = [h for h in logger.handlers if isinstance(h, LoggerHandler)]  # not pytest's
+        logger.propagate = not own
+        for handler in own:
+            handler.stream = sys.stderr if handler.level >= logging.WARNING else sys.stdout
 
 
 def _open_repo(root: Path):
@@ -49,6 +48,7 @@ def _open_repo(root: Path):
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
+    _follow_current_streams()
     try:
         return Repo(str(root))
     except NotDvcRepoError:
@@ -81,12 +81,9 @@ def _remote(repo) -> tuple[str, str] | None:
 
 
 def _pull_missing(repo, targets: list[str], dataset: str) -> None:
-    """A clone holding dvc.yaml and dvc.lock but not the bytes (a worker): `dvc pull` the
-    pinned data from the default remote before `dvc repro` would recompute or fail on it.
-    A remote that cannot be reached, or lacks pinned files (a push that did not finish), is
-    a DataError naming it; nothing is trained then."""
-    from dvc.exceptions import DvcException
-
+    """A worker's clone, with dvc.yaml and dvc.lock but not the bytes: `dvc pull` the pinned
+    data from the default remote before `dvc repro` would recompute or fail on it. A remote
+    that is unreachable or lacks pinned files (an unfinished push) is a DataError naming it."""
     remote = _remote(repo)
     produce = [s for s in repo.index.stages if s.addressing in targets]
     deps = {d.fs_path for s in produce for d in s.deps}  # e.g. data/raw/<name> (its .dvc)
@@ -95,13 +92,24 @@ def _pull_missing(repo, targets: list[str], dataset: str) -> None:
         return  # no remote, or every pinned output is here (a new stage pins nothing yet)
     try:
         repo.pull(targets=[s.addressing for s in stages])
-    except DvcException as err:
+    except _transfer_errors() as err:
         raise DataError(
             f"data/prepared/{dataset} is pinned in dvc.lock but not here, and pulling it from "
             f"DVC remote {remote[0]!r} ({remote[1]}) failed: {_why(err)}. If "
             "the remote cannot be reached, check its endpoint and credentials; if files are "
             "missing on it, the push that pinned this version did not finish: run `dvc push` "
             "where the data was imported. Nothing was trained.") from err
+
+
+def _transfer_errors() -> tuple[type[BaseException], ...]:
+    """DVC's errors and what it lets through from S3 when the server stops mid-transfer."""
+    from dvc.exceptions import DvcException
+    try:
+        from aiohttp import ClientError as HttpError
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # no S3 support installed
+        return DvcException, OSError
+    return DvcException, OSError, HttpError, BotoCoreError, ClientError
 
 
 def _why(err: Exception) -> str:
@@ -113,8 +121,6 @@ def _why(err: Exception) -> str:
 def push(root: Path, dataset: str) -> tuple[str, int] | None:
     """`dvc push` the dataset (its raw folder and prepared splits) to the default remote:
     (remote name, files pushed), or None when the project has no default remote."""
-    from dvc.exceptions import DvcException
-
     root = Path(root).resolve()
     with _stage_environment(root), _open_repo(root) as repo:
         remote = _remote(repo)
@@ -123,7 +129,7 @@ def push(root: Path, dataset: str) -> tuple[str, int] | None:
         targets = [s.addressing for s in repo.index.stages if _produces(s, dataset)]
         try:
             return remote[0], repo.push(targets=targets, with_deps=True)
-        except DvcException as err:
+        except _transfer_errors() as err:
             raise DataError(f"the import is pinned here, but pushing it to DVC remote "
                             f"{remote[0]!r} ({remote[1]}) failed: {_why(err)}; "
                             "workers cannot pull it until `dvc push` succeeds") from err
@@ -224,9 +230,7 @@ def set_stage(root: Path, name: str, cmd: str, deps: list[str], outs: list[str],
     yaml_rt = YAML()
     yaml_rt.indent(mapping=2, sequence=4, offset=2)  # the layout dvc.yaml is written in
     yaml_rt.width = 4096                             # never wrap a long cmd
-    document = yaml_rt.load(path.read_text()) if path.is_file() else None
-    if document is None:
-        document = {}
+    document = (yaml_rt.load(path.read_text()) if path.is_file() else None) or {}
     stages = document.setdefault("stages", {})
     _refuse_clash(stages, name, outs, path)
     entry = {"cmd": cmd, "deps": deps, "outs": outs}

@@ -101,6 +101,70 @@ def mlflow_server(tmp_path):
         stack.stop(state, "mlflow")
 
 
+# ---- moto's S3 server and a DVC remote on it (test_s3_remote, test_s3_faults) -------------
+S3_BUCKET, S3_SECRET = "visiongate-data", "moto-secret-key-not-for-logs"
+
+
+@pytest.fixture
+def s3(monkeypatch, tmp_path):
+    """moto's S3 server (a real S3 API, its own process) on a free loopback port with an
+    empty bucket S3_BUCKET; yields its endpoint. The credentials (any value: moto checks
+    none) are set in the environment only."""
+    import time
+    import urllib.request
+
+    import boto3
+
+    from visiongate import stack
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "moto-key", "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    port = stack.free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "moto.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(endpoint, timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "moto did not start"
+                time.sleep(0.2)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=S3_BUCKET)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def add_dvc_remote(project: Path, endpoint: str) -> Path:
+    """The project's default DVC remote `store`: s3://S3_BUCKET/dvc at this S3 endpoint."""
+    for cmd in (["remote", "add", "-d", "store", f"s3://{S3_BUCKET}/dvc"],
+                ["remote", "modify", "store", "endpointurl", endpoint]):
+        subprocess.run([sys.executable, "-m", "dvc", *cmd], cwd=project, check=True,
+                       capture_output=True)
+    return project
+
+
+def worker_clone(project: Path, root: Path, dataset: str = "mine") -> Path:
+    """What a worker gets from version control: the project files, no data, no DVC cache."""
+    root.mkdir()
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        shutil.copy(project / name, root / name)
+    (root / "data/raw").mkdir(parents=True)
+    shutil.copy(project / f"data/raw/{dataset}.dvc", root / f"data/raw/{dataset}.dvc")
+    (root / ".dvc").mkdir()
+    shutil.copy(project / ".dvc/config", root / ".dvc/config")
+    (root / "visiongate").symlink_to(Path(project / "visiongate").resolve(),
+                                     target_is_directory=True)
+    return root
+
+
 # ---- a throwaway PostgreSQL cluster (Debian's package; skipped with a reason without it) --
 PG_USER = "postgres"  # the superuser initdb creates; also the system user of the Debian package
 
