@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+TEST_WORKERS ?= 2  # pytest-xdist processes; each test file runs whole in one of them
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
@@ -24,7 +25,7 @@ demo: install   ## train, gate and promote on the synthetic shapes dataset
 test: install
 	@# chromium, chromedriver, postgresql for the browser and PostgreSQL tests (skip if absent)
 	bash tests/system-deps.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: install  ## every benchmark, each next to its reference; updates BENCHMARKS.md section by section
 	$(BIN)/python benchmarks/bench_evaluator.py --images 5000 --repeats 3
