@@ -4,6 +4,7 @@ the summed PSS (shared pages split between the processes that map them). bench_r
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import threading
 import time
@@ -23,10 +24,12 @@ class Run:
     log: str
     peak_pss: int = 0  # bytes, proportional set size summed over the tree (shared pages split)
     samples: list = field(default_factory=list)  # (seconds since launch, {role: RSS bytes})
+    cpu: float = 0.0  # user + system CPU seconds of the command and the descendants it waited for
 
 
 def run_measured(cmd: list[str], cwd: Path, env: dict, log_path: Path) -> Run:
     """Run cmd to completion (output to log_path), sampling its tree's memory."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with open(log_path, "w") as out:
         started, t0 = time.time(), time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -36,6 +39,8 @@ def run_measured(cmd: list[str], cwd: Path, env: dict, log_path: Path) -> Run:
         rc = proc.wait()
         run.wall = time.perf_counter() - t0
         sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run.cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     run.log = log_path.read_text(errors="replace")
     if rc not in OK_EXIT:
         raise RuntimeError(f"{' '.join(cmd)} exited {rc}; its output ends:\n{run.log[-3000:]}")
