@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
-TEST_WORKERS ?= 2  # pytest-xdist processes; each test file runs whole in one of them
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
@@ -25,7 +24,7 @@ demo: install   ## train, gate and promote on the synthetic shapes dataset
 test: install
 	@# chromium, chromedriver, postgresql for the browser and PostgreSQL tests (skip if absent)
 	bash tests/system-deps.sh
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest
 
 bench: install  ## every benchmark, each next to its reference; updates BENCHMARKS.md section by section
 	$(BIN)/python benchmarks/bench_evaluator.py --images 5000 --repeats 3
@@ -35,6 +34,8 @@ bench: install  ## every benchmark, each next to its reference; updates BENCHMAR
 	$(BIN)/python benchmarks/bench_families.py --images 64 --epochs 2 --write
 	$(BIN)/python benchmarks/bench_retrain.py --repeats 3 --write
 	$(BIN)/python benchmarks/fuzz_readers.py --seconds 60 --write
+	$(BIN)/python benchmarks/bench_real.py --write
+	$(BIN)/python benchmarks/bench_scale.py --tty --write
 
 up: install     ## Prefect server + MLflow UI on 127.0.0.1 (ports: params.yaml `stack:`), in the background
 	$(BIN)/visiongate up

@@ -175,8 +175,8 @@ def _import(args: argparse.Namespace) -> int:
     classes = _class_reference(root, name)
     cmd = shlex.join(["python", "-m", "visiongate.datasets.prepare", "--format", args.format,
                       "--src", raw_rel, "--out", out_rel, "--split", split_arg,
-                      "--seed", str(args.seed), "--params", params,
-                      *(["--classes", classes] if classes else [])])
+                      "--seed", str(args.seed), *(["--classes", classes] if classes else []),
+                      "--params", params])
     with _undone_on_failure(root, raw) as copy:
         copy["new"], copy["backup"] = _copy_source(src, raw, root, args.force)
         versioning.track(root, raw_rel)

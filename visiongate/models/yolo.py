@@ -261,13 +261,15 @@ def load(checkpoint: Path, runtime: str = "torch"):
     model = network(checkpoint, runtime)
 
     def predict(image_paths: list[Path], conf: float | None = None) -> list[dict[str, np.ndarray]]:
+        # stream: each ultralytics Result (which holds its decoded image) is converted and
+        # dropped before the next image, so memory does not grow with the image count
         with _all_cores():
             results = model.predict([str(p) for p in image_paths], imgsz=meta.imgsz,
                                     conf=cfg["conf"] if conf is None else conf,
                                     iou=cfg["nms_iou"],
                                     device=ultralytics_device("auto"), retina_masks=instance,
-                                    verbose=False)
-        return [_to_numpy(r, instance) for r in results]
+                                    verbose=False, stream=True)
+            return [_to_numpy(r, instance) for r in results]
 
     return predict
 

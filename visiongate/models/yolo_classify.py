@@ -197,14 +197,13 @@ def load(checkpoint: Path, runtime: str = "torch"):
     def predict(image_paths: list[Path]) -> list[np.ndarray]:
         if not image_paths:
             return []
-        with _all_cores():
-            results = model.predict([str(p) for p in image_paths], imgsz=meta.imgsz,
-                                    device=ultralytics_device("auto"), verbose=False)
         out = []
-        for r in results:
-            probs = np.zeros(k, np.float32)
-            probs[positions] = r.probs.data.float().cpu().numpy()
-            out.append(probs)
+        with _all_cores():  # streamed: a Result (and its image) is dropped once converted
+            for r in model.predict([str(p) for p in image_paths], imgsz=meta.imgsz,
+                                   device=ultralytics_device("auto"), verbose=False, stream=True):
+                probs = np.zeros(k, np.float32)
+                probs[positions] = r.probs.data.float().cpu().numpy()
+                out.append(probs)
         return out
 
     return predict
