@@ -293,7 +293,7 @@ def test_loading_checks_the_rule_and_the_pin_again(tmp_path, folder, monkeypatch
     model, report = unet.initial_model(config("segment", "unet", weights=str(outside),
                                               weights_sha256=digest), K + 1)
     assert report.loaded == report.total and all(
-        torch.equal(model.state_dict()[k], v) for k, v in torch.load(outside).items())
+        torch.equal(model.state_dict()[k], v) for k, v in torch.load(outside, weights_only=True).items())
     torch.save({"unrelated.weight": torch.zeros(2)}, folder / "other.pt")
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ModelError, match="shares no tensor with this model"):
