@@ -51,13 +51,15 @@ def _reimport_io_tasks(monkeypatch) -> None:
     from prefect import Task
 
     import flows.retrain
+    import flows.scoring
 
     for module_name in ("tasks.tracking", "tasks.registry"):
         module = importlib.reload(importlib.import_module(module_name))
-        used = [name for name, value in vars(flows.retrain).items()
-                if isinstance(value, Task) and value.fn.__module__ == module_name]
-        for name in used:
-            monkeypatch.setattr(flows.retrain, name, getattr(module, name))
+        for flow_module in (flows.retrain, flows.scoring):
+            used = [name for name, value in vars(flow_module).items()
+                    if isinstance(value, Task) and value.fn.__module__ == module_name]
+            for name in used:
+                monkeypatch.setattr(flow_module, name, getattr(module, name))
 
 
 @pytest.fixture
