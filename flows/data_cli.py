@@ -141,10 +141,11 @@ def _params_entry(root: Path, params: str) -> list:
 def _class_reference(root: Path, name: str) -> str | None:
     """data/classes/NAME.txt, (re)written from the class list now in use when NAME was
     imported before: the ids its classes keep (visiongate/datasets/class_ids.py)."""
-    import json
+    from visiongate.datasets import safe_load
 
     info, ref = root / "data" / "prepared" / name / "info.json", f"data/classes/{name}.txt"
-    classes = json.loads(info.read_text()).get("classes") if info.is_file() else None
+    loaded = safe_load.load_json(info) if info.is_file() else None  # bounded, like any input
+    classes = loaded.get("classes") if isinstance(loaded, dict) else None
     if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
         (root / ref).parent.mkdir(parents=True, exist_ok=True)
         (root / ref).write_text("".join(f"{c}\n" for c in classes))
