@@ -3,6 +3,10 @@ import os
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Runners (`visiongate serve`) and workers look for due runs every 10 s by default; the
+# server tests start dozens of runs, each waiting half a poll on average.
+os.environ.setdefault("PREFECT_RUNNER_POLL_FREQUENCY", "1")
+os.environ.setdefault("PREFECT_WORKER_QUERY_SECONDS", "1")
 
 import json  # noqa: E402
 import xml.etree.ElementTree as ET  # noqa: E402
@@ -17,6 +21,21 @@ from PIL import Image  # noqa: E402
 # VISIONGATE_SHARED_DATA points elsewhere.
 SHARED_DATA = Path(os.environ.get("VISIONGATE_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def _stack_environment_restored():
+    """`flows.cli.main` points the process at a running `visiongate up` stack by setting
+    MLFLOW_TRACKING_URI / PREFECT_API_URL in os.environ, as a CLI process should; a test that
+    calls it in-process must not hand a server it has since stopped to the tests after it."""
+    names = ("MLFLOW_TRACKING_URI", "PREFECT_API_URL")
+    before = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")

@@ -76,19 +76,18 @@ def test_a_second_retrain_of_the_same_dataset_exits_clearly(tiny_project, prefec
     assert not (tiny_project / "data" / "prepared" / "shapes").exists()  # not even DVC ran
 
 
-def _own_prefect(home: Path) -> dict:
-    """Each process its own ephemeral Prefect API, as two cron-started shells would have."""
+def _shared_prefect(api: str) -> dict:
+    """Two cron-started shells reporting to the team's Prefect server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    return {**env, "PREFECT_HOME": str(home), "PREFECT_SERVER_ALLOW_EPHEMERAL_MODE": "true",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    return {**env, "PREFECT_API_URL": api}
 
 
-def test_two_retrains_started_at_once_one_runs_one_exits(tiny_project):
+def test_two_retrains_started_at_once_one_runs_one_exits(tiny_project, prefect_server):
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
     params["segment"]["enabled"] = False
     (tiny_project / "params.yaml").write_text(yaml.safe_dump(params))
     command = [sys.executable, "-m", "flows.cli", "retrain", "--root", str(tiny_project)]
-    runs = [subprocess.Popen(command, env=_own_prefect(tiny_project / f".prefect-{k}"),
+    runs = [subprocess.Popen(command, env=_shared_prefect(prefect_server),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              cwd=Path(__file__).resolve().parents[2]) for k in range(2)]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in runs]

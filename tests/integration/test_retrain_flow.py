@@ -20,6 +20,7 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
     params_path = tiny_project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["insight"] = {"heatmaps": True, "test_map": True, "suspects": True}  # the default
+    params["serve"] = {"export": ["onnx", "openvino"]}  # the default
     params_path.write_text(yaml.safe_dump(params))
     first = retrain(str(tiny_project))
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
-from visiongate import upright
+from visiongate import progress, upright
 from visiongate.datasets import safe_load
 from visiongate.datasets.coco import SPLITS, load_split
 from visiongate.datasets.formats import base, masks
@@ -27,7 +26,6 @@ from visiongate.errors import DataError
 from visiongate.outcomes import QuarantineSummary
 
 QUARANTINE_FIELDS = ("file", "kind", "detail", "action")
-PROGRESS_FROM = 200  # items: smaller imports print no progress bar
 CLIP_EPSILON = 1e-6  # relative overshoot below this is float noise: clipped silently
 
 
@@ -201,9 +199,7 @@ def validate(source: Source, clip_tolerance: float,
     same bytes twice lose their repeats (a held-out copy kept; validate_labels), and image-
     label sources (folders, csv) their empty classes too."""
     issues = list(source.issues)
-    bar = tqdm(source.items, desc="validate", unit="img", disable=(
-        None if len(source.items) >= PROGRESS_FROM else True))
-    kept = [item for item in bar
+    kept = [item for item in progress.bar(source.items, total=len(source.items), desc="validate")
             if _check_item(item, source, clip_tolerance, issues, min_box_px)]
     if any(item.labels is not None for item in source.items):  # folders, csv
         kept = check_image_labels(source, kept, issues)

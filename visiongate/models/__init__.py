@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from visiongate import progress
 from visiongate.errors import ModelError
 from visiongate.models.meta import META_FILE, CheckpointMeta
 
@@ -55,6 +56,7 @@ _MODULES = {"yolo": "yolo", "rtdetr": "yolo", "unet": "unet",
 _CLASSIFY_MODULES = {"yolo": "yolo_classify", "resnet18": "classify",
                      "mobilenet_v3_small": "classify", "efficientnet_b0": "classify"}
 CLASSIFY_TASKS = ("classify", "multilabel")
+PREDICT_CHUNK = 256  # images per call of a loaded model in `predict` (its bar's step)
 
 
 def _family_module(family: str, task: str | None = None):
@@ -156,8 +158,15 @@ def _exported(module, meta: CheckpointMeta):
 
 
 def predict(checkpoint: Path, image_paths: list[Path], runtime: str = "torch") -> list:
-    """Predictions for each image (see `load`)."""
-    return load(checkpoint, runtime)(image_paths)
+    """Predictions for each image (see `load`), PREDICT_CHUNK images at a time under a
+    progress bar (visiongate.progress)."""
+    model, paths = load(checkpoint, runtime), list(image_paths)
+    out: list = []
+    with progress.bar(total=len(paths), desc=f"predict {Path(checkpoint).name}") as shown:
+        for start in range(0, len(paths), PREDICT_CHUNK):
+            out.extend(model(paths[start:start + PREDICT_CHUNK]))
+            shown.update(len(paths[start:start + PREDICT_CHUNK]))
+    return out
 
 
 @contextmanager

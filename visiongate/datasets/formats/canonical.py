@@ -20,13 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
-from tqdm import tqdm
 
-from visiongate import geometry, upright
+from visiongate import geometry, progress, upright
 from visiongate.datasets.formats import masks
 from visiongate.datasets.formats.base import Item, Source, pillow_open
-
-PROGRESS_FROM = 200
 
 
 def has_segmentations(source: Source, items: list[Item]) -> bool:
@@ -94,8 +91,7 @@ def _write_split(source: Source, items: list[Item], split_dir: Path, names: dict
     if with_masks:
         (split_dir / "masks").mkdir()
     images, annotations = [], []
-    bar = tqdm(items, desc=f"write {split_dir.name}", unit="img",
-               disable=None if len(items) >= PROGRESS_FROM else True)
+    bar = progress.bar(items, total=len(items), desc=f"write {split_dir.name}")
     for image_id, item in enumerate(bar, start=1):
         # bytes as they are, or an upright 8-bit PNG (EXIF-rotated, 16-bit, CMYK ...)
         name = upright.write_upright(item.image, split_dir / "images" / names[item.key],
