@@ -24,7 +24,9 @@ demo: install   ## train, gate and promote on the synthetic shapes dataset
 test: install
 	@# chromium, chromedriver, postgresql for the browser and PostgreSQL tests (skip if absent)
 	bash tests/system-deps.sh
-	$(BIN)/python -m pytest
+	@# two workers, each test module on one (its module fixtures and servers start once);
+	@# the server tests spend much of their time waiting, so two overlap well on 2 cores
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: install  ## every benchmark, each next to its reference; updates BENCHMARKS.md section by section
 	$(BIN)/python benchmarks/bench_evaluator.py --images 5000 --repeats 3

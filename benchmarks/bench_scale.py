@@ -21,7 +21,7 @@ its own process, timed as a whole with its process tree's summed RSS sampled eve
    timed) on the smallest N.
 Linear growth: seconds per 1000 images at the largest N over that at the smallest (1 =
 linear; above 1 grows faster). Progress: whether the step's output (a file, not a
-terminal) shows a progress bar or progress lines. `--write` updates BENCHMARKS.md.
+terminal) shows progress lines (visiongate.progress). `--write` updates BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -180,8 +180,9 @@ def render(results: dict[int, dict], a: argparse.Namespace, load: tuple, total: 
         "\"per 1k\": seconds per 1000 of the files/images the step handles (the re-hash counts "
         "pinned files, the evaluation test images). Progress: a bar or progress lines in the "
         + ("step's output on a pseudo-terminal (`--tty`)." if a.tty else "step's output, "
-           "which is a file here (tqdm's `disable=None` shows no bar off a terminal; "
-           "`--tty` runs the steps on a pseudo-terminal)."), "",
+           "which is a file here: visiongate.progress writes plain lines there (start, at "
+           "most every 15 s, end); on a terminal a tqdm bar (`--tty` runs the steps on a "
+           "pseudo-terminal)."), "",
         f"Machine: {machine()}; load average (1 min) {load[0]:.1f} at the start, "
         f"{load[1]:.1f} at the end; whole benchmark {total / 60:.1f} min.", "",
         f"Command: `.venv/bin/python benchmarks/bench_scale.py --sizes "

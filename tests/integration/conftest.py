@@ -74,6 +74,19 @@ def prefect_server(tmp_path_factory):
     stack.stop(state, "prefect")
 
 
+def delete_deployments(api: str) -> None:
+    """Remove every deployment from the session's Prefect server: `visiongate serve` and
+    `visiongate deploy --pool` register the same names, and a served deployment that a
+    pool deployment of an earlier test left behind crashes its runs ("Downloading flow
+    code from storage at None"). Tests that register deployments call it when done."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        for deployment in client.read_deployments():
+            client.delete_deployment(deployment.id)
+
+
 @pytest.fixture
 def mlflow_server(tmp_path):
     """`start(tracking_uri, artifacts_dir, port=None) -> Server`: a real `mlflow server`

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY_PARAMS, make_project  # tests/integration/conftest.py
+from conftest import TINY_PARAMS, delete_deployments, make_project  # tests/integration/conftest.py
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
 
@@ -40,6 +40,7 @@ def served(tmp_path, prefect_server, monkeypatch):
     os.killpg(proc.pid, 15)
     proc.wait(timeout=60)
     log.close()
+    delete_deployments(prefect_server)
 
 
 def _wait_for_deployments(proc, log: Path, timeout: float = 180) -> None:
@@ -98,14 +99,12 @@ def test_served_deployments_retrain_skip_and_follow_the_data(served):
     first = _run("retrain/scheduled")
     versions = _versions(project)
     assert list(versions) == ["1"] and "champion" in versions["1"]["aliases"]
-    with get_client(sync_client=True) as client:
-        for key in (f"gate-report-{NAME}", f"metrics-{NAME}"):
-            found = client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=[key])))
-            assert found and found[0].flow_run_id == first.id, key
-        table = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=[f"metrics-{NAME}"])))[0]
-        assert "miou" in str(table.data)
+    with get_client(sync_client=True) as client:  # (other tests' runs share the server)
+        published = {key: [a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=[key]))) if a.flow_run_id == first.id]
+            for key in (f"gate-report-{NAME}", f"metrics-{NAME}")}
+        assert all(published.values()), published
+        assert "miou" in str(published[f"metrics-{NAME}"][0].data)
 
     # nothing changed: the run completes, says so, and registers nothing
     again = _run("retrain/scheduled")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_PARAMS, make_project  # tests/integration/conftest.py
+from conftest import TINY_PARAMS, delete_deployments, make_project  # tests/integration/conftest.py
 
 pytestmark = [pytest.mark.integration, pytest.mark.server]
 BIN = Path(sys.executable).parent
@@ -82,6 +82,7 @@ def test_two_process_workers_run_the_retrain_deployment_one_at_a_time(tmp_path, 
             worker.terminate()
         for worker in workers:
             worker.wait(timeout=60)
+        delete_deployments(prefect_server)
     worker_output = "".join((tmp_path / f"worker-{i}.log").read_text() for i in (1, 2))
     assert [r.state_name for r in runs] == ["Completed", "Completed"], worker_output[-3000:]
     first, second = sorted(runs, key=lambda r: r.start_time)
@@ -188,6 +189,7 @@ def test_a_worker_killed_mid_training_crashes_its_run_and_the_next_run_resumes(
             if worker is not None and worker.poll() is None:
                 worker.terminate()
                 worker.wait(timeout=60)
+        delete_deployments(prefect_server)
     output = (tmp_path / "worker-2.log").read_text()
     assert crashed.state.type.value == "CRASHED", crashed.state
     assert resumed.state_name == "Completed", output[-3000:]
