@@ -244,13 +244,13 @@ def check_prepared(prepared_root: Path) -> QuarantineSummary:
     decodes to the recorded size (headers only: fast).
     """
     prepared_root = Path(prepared_root)
-    images, problems = 0, []
+    images, broken, examples = 0, 0, []
     for name in SPLITS:
         try:
             split = load_split(prepared_root / name)
         except FileNotFoundError as err:
             raise DataError(f"{prepared_root}: split {name!r} is unreadable: {err}") from err
-        for image in split.images:
+        for image in progress.bar(split.images, total=len(split.images), desc=f"check {name}"):
             path = split.image_path(image)
             size, kind, detail = (None, "missing", "no such file") if not path.is_file() else \
                 inspect_image(path, decode=False)
@@ -258,9 +258,10 @@ def check_prepared(prepared_root: Path) -> QuarantineSummary:
                 kind, detail = "size", f"is {size}, annotations.json says " \
                                        f"{(image.get('width'), image.get('height'))}"
             if kind:
-                problems.append(f"{path}: {detail}")
+                broken += 1
+                if len(examples) < 3:
+                    examples.append(f"{path}: {detail}")
         images += len(split.images)
-    if problems:
-        raise DataError(f"{prepared_root}: {len(problems)} broken image(s), e.g. "
-                        + "; ".join(problems[:3]))
+    if broken:
+        raise DataError(f"{prepared_root}: {broken} broken image(s), e.g. " + "; ".join(examples))
     return summarize(read_quarantine(prepared_root / "quarantine.csv"), images)
