@@ -272,36 +272,27 @@ def verify(root: Path, dataset: str, md5s: dict[str, str]) -> int:
     root = Path(root).resolve()
     with _open_repo(root) as repo:
         cache = Path(repo.cache.local.path)
-    problems, listings = [], {}
+    problems, files = [], []
     for split, md5 in md5s.items():
         listing_path = cache / md5[:2] / f"{md5[2:]}.dir"
         if not listing_path.is_file() or _md5(listing_path) != md5:
             problems.append(f"DVC cache listing of data/prepared/{dataset}/{split} "
                             f"({listing_path}) is missing or corrupted")
         else:
-            listings[split] = json.loads(listing_path.read_text())
-    checked = 0
-    with progress.bar(total=sum(map(len, listings.values())), desc="re-hash",
-                      unit="file") as shown:
-        for split, listing in listings.items():
-            for entry in listing:
-                rel = f"data/prepared/{dataset}/{split}/{entry['relpath']}"
-                for where, path in (("workspace", root / rel),
-                                    ("DVC cache", cache / entry["md5"][:2] / entry["md5"][2:])):
-                    found = _md5(path) if path.is_file() else "missing"
-                    if found != entry["md5"]:
-                        problems.append(f"{rel} ({where}): md5 {found}, pinned {entry['md5']}")
-                checked += 1
-                shown.update()
+            files += [(split, entry) for entry in json.loads(listing_path.read_text())]
+    for split, entry in progress.bar(files, total=len(files), desc="re-hash", unit="file"):
+        rel = f"data/prepared/{dataset}/{split}/{entry['relpath']}"
+        for where, path in (("workspace", root / rel),
+                            ("DVC cache", cache / entry["md5"][:2] / entry["md5"][2:])):
+            found = _md5(path) if path.is_file() else "missing"
+            if found != entry["md5"]:
+                problems.append(f"{rel} ({where}): md5 {found}, pinned {entry['md5']}")
     if problems:
         raise DataError(f"{len(problems)} data file(s) differ from what dvc.lock pins — "
                         f"corrupted; nothing was trained: " + "; ".join(problems[:5]))
-    return checked
+    return len(files)
 
 
 def _md5(path: Path) -> str:
-    digest = hashlib.md5()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
