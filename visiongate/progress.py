@@ -29,7 +29,10 @@ class _Lines:
         self.stream.flush()
 
 
-def bar(iterable: Iterable | None = None, *, total: int, desc: str, unit: str = "img") -> tqdm:
+def bar(iterable: Iterable | None = None, *, desc: str, unit: str = "img",
+        total: int | None = None) -> tqdm:
+    """`total`: len(iterable) unless given (a bar updated by hand has no iterable)."""
+    total = len(iterable) if total is None else total
     if total < PROGRESS_FROM:
         return tqdm(iterable, total=total, disable=True)
     stream = sys.stderr

@@ -280,7 +280,7 @@ def verify(root: Path, dataset: str, md5s: dict[str, str]) -> int:
                             f"({listing_path}) is missing or corrupted")
         else:
             files += [(split, entry) for entry in json.loads(listing_path.read_text())]
-    for split, entry in progress.bar(files, total=len(files), desc="re-hash", unit="file"):
+    for split, entry in progress.bar(files, desc="re-hash", unit="file"):
         rel = f"data/prepared/{dataset}/{split}/{entry['relpath']}"
         for where, path in (("workspace", root / rel),
                             ("DVC cache", cache / entry["md5"][:2] / entry["md5"][2:])):

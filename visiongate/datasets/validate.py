@@ -199,7 +199,7 @@ def validate(source: Source, clip_tolerance: float,
     same bytes twice lose their repeats (a held-out copy kept; validate_labels), and image-
     label sources (folders, csv) their empty classes too."""
     issues = list(source.issues)
-    kept = [item for item in progress.bar(source.items, total=len(source.items), desc="validate")
+    kept = [item for item in progress.bar(source.items, desc="validate")
             if _check_item(item, source, clip_tolerance, issues, min_box_px)]
     if any(item.labels is not None for item in source.items):  # folders, csv
         kept = check_image_labels(source, kept, issues)
@@ -250,7 +250,7 @@ def check_prepared(prepared_root: Path) -> QuarantineSummary:
             split = load_split(prepared_root / name)
         except FileNotFoundError as err:
             raise DataError(f"{prepared_root}: split {name!r} is unreadable: {err}") from err
-        for image in progress.bar(split.images, total=len(split.images), desc=f"check {name}"):
+        for image in progress.bar(split.images, desc=f"check {name}"):
             path = split.image_path(image)
             size, kind, detail = (None, "missing", "no such file") if not path.is_file() else \
                 inspect_image(path, decode=False)

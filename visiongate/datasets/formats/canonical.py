@@ -91,7 +91,7 @@ def _write_split(source: Source, items: list[Item], split_dir: Path, names: dict
     if with_masks:
         (split_dir / "masks").mkdir()
     images, annotations = [], []
-    bar = progress.bar(items, total=len(items), desc=f"write {split_dir.name}")
+    bar = progress.bar(items, desc=f"write {split_dir.name}")
     for image_id, item in enumerate(bar, start=1):
         # bytes as they are, or an upright 8-bit PNG (EXIF-rotated, 16-bit, CMYK ...)
         name = upright.write_upright(item.image, split_dir / "images" / names[item.key],
