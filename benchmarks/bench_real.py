@@ -26,9 +26,10 @@ of heatmaps" sections):
     The flow trains on A; its best.pt is copied to the project's `weights/` folder; then
     B from scratch and B with `detect.weights: weights/<A>.pt`, same epochs (never
     with the extras: only the test mAP counts here).
-Wall: each `visiongate retrain` process (import excluded; the import is timed apart), each
-reference process (train + visiongate's evaluation of the test split). `--write` updates
-BENCHMARKS.md. Timings on a machine shared with other jobs are not the figures to keep.
+(d) the same for the U-Net (`unet-finetune`): isbi's prepared train split in two seeded
+    halves, val and test as in (b); `segment.weights` is A's best.pt.
+Wall: each `visiongate retrain` process and each reference process (train + visiongate's
+evaluation of the test split); imports are timed apart. `--write` updates BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -47,42 +48,36 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks import real_data  # noqa: E402
-from benchmarks.bench_retrain import (CLI, cli_env, make_project, migrate_prefect_home,  # noqa: E402
-                                      phases)
+from benchmarks.bench_retrain import CLI, cli_env, make_project, migrate_prefect_home, phases  # noqa: E402,E501
 from benchmarks.measured_run import run_measured  # noqa: E402
 from benchmarks.real_section import render  # noqa: E402
 from benchmarks.report import update_section  # noqa: E402
 
 SHARED = Path(os.environ.get("VISIONGATE_SHARED_DATA", REPO.parent / "shared" / "data"))
 MODELS = {"detect": "yolov8n.yaml", "instance": "yolov8n-seg.yaml"}
-PARTS = ("detect", "instance", "unet", "finetune")
+PARTS = ("detect", "instance", "unet", "finetune", "unet-finetune")
 HEADLINE = {"detect": "map50", "instance": "mask_map50", "unet": "miou"}
 ULTRALYTICS_ARGS = {"cache": "ram"}  # the repo's detect section has it; the raw run gets it too
 
 
 def section(kind: str, a: argparse.Namespace, weights: str | None = None) -> tuple[str, dict]:
     """(params.yaml section name, its content) of one run: only that task enabled."""
-    metric = HEADLINE.get(kind, "map50")  # pretrain / finetune: detect
+    metric = "miou" if kind.startswith("unet") else HEADLINE.get(kind, "map50")
     gate: dict = {"floors": {metric: 0.0}}
-    if extras(kind, a):
+    if a.extras and kind in HEADLINE:
         gate["robustness"] = {"metric": metric, "max_relative_drop": 1.0,
                               "corruptions": {"low_light": 1, "blur": 1, "noise": 1, "fog": 1}}
     common = {"enabled": True, "epochs": a.epochs, "lr": a.lr, "seed": a.seed, "gate": gate}
-    if kind == "unet":
+    if kind.startswith("unet"):  # unet, unet-pretrain, unet-finetune
         return "segment", {**common, "family": "unet", "base_channels": a.base_channels,
                            "imgsz": a.unet_imgsz, "batch": a.unet_batch,
-                           "epochs": a.unet_epochs}
+                           "epochs": a.unet_epochs, "weights": weights}
     yolo = {**common, "family": "yolo", "imgsz": a.imgsz, "batch": a.batch, "augment": [],
             "ultralytics_args": ULTRALYTICS_ARGS}
     if kind == "instance":
         return "segment", {**yolo, "model": MODELS["instance"]}
     return "detect", {**yolo, "model": MODELS["detect"], "weights": weights,
                       "epochs": a.epochs_a if kind == "pretrain" else a.epochs}
-
-
-def extras(kind: str, a: argparse.Namespace) -> bool:
-    """Whether this run keeps the repo's robustness, exports and insight: (a)/(b) with --extras."""
-    return a.extras and kind in ("detect", "instance", "unet")
 
 
 def write_params(project: Path, tag: str, name: str, body: dict, full: bool) -> str:
@@ -123,7 +118,7 @@ class Bench:
     def retrain(self, kind: str, dataset: str, tag: str, weights: str | None = None) -> dict:
         """One flow run; its wall, training span, test metrics and checkpoint."""
         name, body = section(kind, self.a, weights)
-        params = write_params(self.project, tag, name, body, extras(kind, self.a))
+        params = write_params(self.project, tag, name, body, self.a.extras and kind in HEADLINE)
         run = self.cli(["retrain", "--dataset", dataset, "--params", params], tag)
         metrics, checkpoint = self.flow_result(params, f"{dataset}-{name}")
         return {"wall": run.wall, "cpu": run.cpu, "peak": run.peak_rss,
@@ -180,14 +175,14 @@ class Bench:
         plain.update(wall=run.wall, cpu=run.cpu, peak=run.peak_rss)
         return {"flow": flow, "raw": plain}
 
-    def finetune_part(self) -> dict:
-        """(c) A, then B from scratch and B from A's weights."""
-        a_run = self.retrain("pretrain", "coco-a", "flow-a")
-        weights = self.project / "weights" / "coco-a-detect.pt"
+    def finetune_part(self, data: str, kind: str) -> dict:
+        """(c) / (d): A, then B from scratch and B from A's weights."""
+        a_run = self.retrain(kind.replace("finetune", "pretrain"), f"{data}-a", f"{kind}-a")
+        weights = self.project / "weights" / f"{data}-a.pt"
         weights.parent.mkdir(exist_ok=True)
         shutil.copy2(Path(a_run["checkpoint"]) / "best.pt", weights)
-        scratch = self.retrain("finetune", "coco-b", "flow-b-scratch")
-        tuned = self.retrain("finetune", "coco-b", "flow-b-tuned",
+        scratch = self.retrain(kind, f"{data}-b", f"{kind}-b-scratch")
+        tuned = self.retrain(kind, f"{data}-b", f"{kind}-b-tuned",
                              weights=weights.relative_to(self.project).as_posix())
         return {"a": a_run, "scratch": scratch, "tuned": tuned}
 
@@ -204,19 +199,29 @@ def run_all(work: Path, a: argparse.Namespace) -> dict:
                  "halves": (len(half_a), len(half_b)), "migrate_s": migrate_prefect_home(bench.env)}
     bench.project = make_project(work / "project", None, segment=False)
     sources = {"coco": ("yolo", real_data.write_yolo(coco, work / "src" / "coco", splits))}
-    if "unet" in a.parts:
+    if "unet" in a.parts or "unet-finetune" in a.parts:
         sources["isbi"] = ("masks", SHARED / "isbi-membrane")
     if "finetune" in a.parts:
         for name, half in (("coco-a", half_a), ("coco-b", half_b)):
             sources[name] = ("yolo", real_data.write_yolo(
                 coco, work / "src" / name, {**splits, "train": half}))
-    out["imports"] = {}
-    for name, (fmt, src) in sources.items():
+    out["imports"], pending = {}, list(sources)
+    while pending:  # (d) appends isbi's two train halves once isbi is imported
+        name = pending.pop(0)
+        fmt, src = sources[name]
         run = bench.cli(["data", "import", "--format", fmt, str(src), "--name", name],
                         f"import-{name}")
         out["imports"][name] = (run.wall, run.cpu)
-        if fmt == "yolo":  # the importer kept the source's split, image for image
-            real_data.same_split(bench.project / "data" / "prepared" / name, src)
+        if name == "isbi" and "unet-finetune" in a.parts:
+            halves = real_data.mask_halves(src, work / "src", bench.project / "data" /
+                                           "prepared" / "isbi", a.seed)
+            out["unet_halves"] = [n for _, n in halves]
+            for half, (folder, _) in zip(("isbi-a", "isbi-b"), halves):
+                sources[half] = ("masks", folder)
+                pending.append(half)
+        elif name != "isbi":  # the importer kept the source's split, image for image
+            real_data.same_split(bench.project / "data" / "prepared" / name, src,
+                                 "image" if fmt == "masks" else "images")
     raw_yaml = real_data.data_yaml(real_data.write_yolo(coco, work / "raw-data", splits))
     for kind in ("detect", "instance"):
         if kind in a.parts:
@@ -224,7 +229,9 @@ def run_all(work: Path, a: argparse.Namespace) -> dict:
     if "unet" in a.parts:
         out["unet"] = bench.unet_part()
     if "finetune" in a.parts:
-        out["finetune"] = bench.finetune_part()
+        out["finetune"] = bench.finetune_part("coco", "finetune")
+    if "unet-finetune" in a.parts:
+        out["unet-finetune"] = bench.finetune_part("isbi", "unet-finetune")
     return out
 
 

@@ -62,11 +62,27 @@ def write_yolo(src: Path, out: Path, splits: dict[str, list[str]]) -> Path:
     return out
 
 
-def same_split(prepared: Path, src: Path) -> None:
+def mask_halves(src: Path, out: Path, prepared: Path, seed: int) -> list[tuple[Path, int]]:
+    """isbi-a and isbi-b as mask folders (`image/<split>/X.png`, `label/<split>/X.png`): the
+    prepared isbi split's val and test, its train split halved (halves); [(folder, train)]."""
+    splits = {s: sorted(p.stem for p in (prepared / s / "images").iterdir()) for s in SPLITS}
+    done = []
+    for tag, half in zip("ab", halves(splits["train"], seed)):
+        folder = out / f"isbi-{tag}"
+        for split, stems in {**splits, "train": half}.items():
+            for kind in ("image", "label"):
+                (folder / kind / split).mkdir(parents=True, exist_ok=True)
+                for stem in stems:
+                    shutil.copy2(src / kind / f"{stem}.png", folder / kind / split / f"{stem}.png")
+        done.append((folder, len(half)))
+    return done
+
+
+def same_split(prepared: Path, src: Path, images: str = "images") -> None:
     """Raise unless each prepared split holds exactly the source split's images."""
     for split in SPLITS:
         have = {p.stem for p in (prepared / split / "images").iterdir()}
-        want = {p.stem for p in (src / "images" / split).iterdir()}
+        want = {p.stem for p in (src / images / split).iterdir()}
         if have != want:
             raise RuntimeError(f"{prepared}/{split}: {len(have ^ want)} image(s) differ from "
                                f"{src}/images/{split}; the comparison would not be fair")

@@ -94,29 +94,39 @@ def comparison(r: dict) -> list[str]:
             f"{_wall(ref)} | **{ratio:.2f}×** (CPU {flow['cpu'] / ref['cpu']:.2f}×) | "
             f"{_s(flow['train_s'])} / {_s(ref['train_s'])} | {_mib(flow['peak'])} / "
             f"{_mib(ref['peak'])} |")
-    return rows + [""]
+    return rows + [""] if len(rows) > 2 else []
 
 
-def finetune(r: dict, a: argparse.Namespace) -> list[str]:
-    if "finetune" not in r:
+FINETUNES = {  # part: (label, its data, metric key, metric label, params key, A's epochs)
+    "finetune": ("(c) Fine-tuning, detect (YOLOv8n): coco's", "map50", "mAP50",
+                 "detect.weights", "epochs_a", "epochs"),
+    "unet-finetune": ("(d) Fine-tuning, semantic (U-Net): isbi's", "miou", "mIoU",
+                      "segment.weights", "unet_epochs", "unet_epochs")}
+
+
+def finetune(r: dict, a: argparse.Namespace, part: str) -> list[str]:
+    if part not in r:
         return []
-    f, (na, nb) = r["finetune"], r["halves"]
-    scratch, tuned = f["scratch"]["metrics"], f["tuned"]["metrics"]
-    gain = tuned["map50"] - scratch["map50"]
-    rel = f"{tuned['map50'] / scratch['map50']:.2f}× " if scratch["map50"] > 0 else ""
-    rows = [f"(c) Fine-tuning, detect (YOLOv8n): coco's train split in two seeded halves, A "
-            f"{na} and B {nb} images, the same val and test. A from scratch, {a.epochs_a} "
-            f"epochs; its best.pt copied to the project's `weights/` and given as "
-            f"`detect.weights`; B {a.epochs} epochs each way.", "",
-            "| model | test mAP50 | test mAP50-95 | wall (CPU s), visiongate retrain |",
+    label, key, shown, param, epochs_a, epochs_b = FINETUNES[part]
+    f = r[part]
+    na, nb = r["halves"] if part == "finetune" else r["unet_halves"]
+    scratch, tuned = f["scratch"]["metrics"][key], f["tuned"]["metrics"][key]
+    gain = tuned - scratch
+    rel = f"{tuned / scratch:.2f}× " if scratch > 0 else ""
+    second = "mAP50-95" if key == "map50" else "Dice"
+    rows = [f"{label} train split in two seeded halves, A {na} and B {nb} images, the same "
+            f"val and test. A from scratch, {getattr(a, epochs_a)} epochs; its best.pt "
+            f"copied to the project's `weights/` and given as `{param}`; B "
+            f"{getattr(a, epochs_b)} epochs each way.", "",
+            f"| model | test {shown} | test {second} | wall (CPU s), visiongate retrain |",
             "|---|---:|---:|---:|"]
-    for label, key in (("A, from scratch", "a"), ("B, from scratch", "scratch"),
-                       ("B, from A's weights", "tuned")):
-        m = f[key]["metrics"]
-        rows.append(f"| {label} | {_f(m.get('map50'))} | {_f(m.get('map50_95'))} | "
-                    f"{_wall(f[key])} |")
+    for name, run in (("A, from scratch", "a"), ("B, from scratch", "scratch"),
+                      ("B, from A's weights", "tuned")):
+        m = f[run]["metrics"]
+        other = m.get("map50_95") if key == "map50" else m.get("dice")
+        rows.append(f"| {name} | {_f(m.get(key))} | {_f(other)} | {_wall(f[run])} |")
     verdict = "better" if gain > 0 else "not better"
-    return rows + ["", f"- Fine-tuned from A's weights vs from scratch on B: mAP50 "
+    return rows + ["", f"- Fine-tuned from A's weights vs from scratch on B: {shown} "
                        f"{gain:+.3f} ({rel}the scratch model's): {verdict}.", ""]
 
 
@@ -133,4 +143,5 @@ def notes(r: dict) -> list[str]:
 
 
 def render(r: dict, a: argparse.Namespace) -> str:
-    return "\n".join(intro(r, a) + comparison(r) + finetune(r, a) + notes(r))
+    return "\n".join(intro(r, a) + comparison(r) + finetune(r, a, "finetune")
+                     + finetune(r, a, "unet-finetune") + notes(r))

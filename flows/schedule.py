@@ -22,7 +22,7 @@ from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
 from prefect.types.entrypoint import EntrypointType
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.schedules import Cron, Interval
 from prefect.workers.process import ProcessWorker
 
@@ -141,8 +141,9 @@ def deploy_to_pool(root: Path, pool: str, params_file: str = "params.yaml") -> l
                 base_job_template=ProcessWorker.get_default_base_job_template()))
         except ObjectAlreadyExists:
             pass
-    names = []
-    for deployment in deployments(root, params_file, EntrypointType.MODULE_PATH):
+    names, planned = [], deployments(root, params_file, EntrypointType.MODULE_PATH)
+    replace_rebound(planned, pool)
+    for deployment in planned:
         deployment.apply(work_pool_name=pool)
         names.append(f"{deployment.flow_name}/{deployment.name}")
     return names
@@ -150,4 +151,28 @@ def deploy_to_pool(root: Path, pool: str, params_file: str = "params.yaml") -> l
 
 def serve_deployments(root: Path, params_file: str = "params.yaml") -> None:
     """Register the deployments and run their flow runs until interrupted (Ctrl-C)."""
-    serve(*deployments(root, params_file))
+    planned = deployments(root, params_file)
+    replace_rebound(planned, None)
+    serve(*planned)
+
+
+def replace_rebound(planned: list, pool: str | None) -> list[str]:
+    """Delete the registered deployments of the same names bound otherwise than `pool`
+    (None: run by `visiongate serve`), and say so. Prefect updates a deployment in place and
+    keeps its old binding's storage fields: a served deployment left over from `deploy
+    --pool` crashed every run ("Downloading flow code from storage at None"). Past flow
+    runs stay on the server; the old deployment's scheduled ones go with it."""
+    replaced = []
+    with get_client(sync_client=True) as client:
+        for deployment in planned:
+            name = f"{deployment.flow_name}/{deployment.name}"
+            try:
+                old = client.read_deployment_by_name(name)
+            except ObjectNotFound:
+                continue
+            if old.work_pool_name != pool:
+                client.delete_deployment(old.id)
+                was = f"work pool {old.work_pool_name!r}" if old.work_pool_name else "serve"
+                replaced.append(name)
+                print(f"replaced deployment {name} (was registered for {was})", flush=True)
+    return replaced

@@ -24,18 +24,26 @@ NAME = "shapes-segment"
 
 @pytest.fixture
 def served(tmp_path, prefect_server, monkeypatch):
-    """A tiny project whose deployments `visiongate serve` runs against the real server."""
+    """A tiny project whose deployments `visiongate serve` runs against the real server,
+    after the same names were registered with a work pool (`visiongate deploy --pool`):
+    serve must replace them, or every served run crashes."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.schedule import deploy_to_pool
+
     project = make_project(tmp_path / "project", PARAMS)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
+    with temporary_settings({PREFECT_API_URL: prefect_server}):
+        deploy_to_pool(project, "left-behind")
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     log = open(tmp_path / "serve.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--root", str(project)],
                             cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    monkeypatch.setenv("PREFECT_API_URL", prefect_server)
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
     with temporary_settings({PREFECT_API_URL: prefect_server}):
         _wait_for_deployments(proc, tmp_path / "serve.log")
+        assert "replaced deployment retrain/scheduled (was registered for work pool " \
+               "'left-behind')" in (tmp_path / "serve.log").read_text()
         yield project
     os.killpg(proc.pid, 15)
     proc.wait(timeout=60)
@@ -50,7 +58,7 @@ def _wait_for_deployments(proc, log: Path, timeout: float = 180) -> None:
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
             assert proc.poll() is None, f"visiongate serve exited:\n{log.read_text()[-3000:]}"
-            names = {d.name for d in client.read_deployments()}
+            names = {d.name for d in client.read_deployments() if d.work_pool_name is None}
             if {"scheduled", "weekly", "on-demand", "poll"} <= names:
                 return
             time.sleep(1)
