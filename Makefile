@@ -36,7 +36,7 @@ bench: install  ## every benchmark, each next to its reference; updates BENCHMAR
 	$(BIN)/python benchmarks/bench_families.py --images 64 --epochs 2 --write
 	$(BIN)/python benchmarks/bench_retrain.py --repeats 3 --write
 	$(BIN)/python benchmarks/fuzz_readers.py --seconds 60 --write
-	$(BIN)/python benchmarks/bench_real.py --write
+	$(BIN)/python benchmarks/bench_real.py --epochs 120 --epochs-a 120 --unet-epochs 30 --write
 	$(BIN)/python benchmarks/bench_scale.py --tty --write
 
 up: install     ## Prefect server + MLflow UI on 127.0.0.1 (ports: params.yaml `stack:`), in the background
