@@ -1,8 +1,7 @@
 """Real data: visiongate's retrain flow vs raw ultralytics / a plain torch loop, same splits.
 
-    .venv/bin/python benchmarks/bench_real.py [--epochs 3] [--imgsz 320] [--write]
-    .venv/bin/python benchmarks/bench_real.py --smoke          # ~3 min: (a) detect only
-    .venv/bin/python benchmarks/bench_real.py --smoke --parts detect instance unet finetune
+    .venv/bin/python benchmarks/bench_real.py --epochs 120 --unet-epochs 30 --write  # ~1 h
+    .venv/bin/python benchmarks/bench_real.py --smoke [--parts ...]  # ~3 min: does it run?
 
 In one fresh temporary project (`dvc init`; the repo's params.yaml, one params file per
 run with only that run's task enabled; the flow's extras — robustness, ONNX/OpenVINO
@@ -25,9 +24,8 @@ of heatmaps" sections):
 (c) fine-tuning: coco's train split in two seeded halves A and B (same val and test).
     The flow trains on A; its best.pt is copied to the project's `weights/` folder; then
     B from scratch and B with `detect.weights: weights/<A>.pt`, same epochs (never
-    with the extras: only the test mAP counts here).
-(d) the same for the U-Net (`unet-finetune`): isbi's prepared train split in two seeded
-    halves, val and test as in (b); `segment.weights` is A's best.pt.
+    with the extras). (d) the same for the U-Net (`unet-finetune`): isbi's prepared train
+    split in two seeded halves, val and test as in (b); `segment.weights` is A's best.pt.
 Wall: each `visiongate retrain` process and each reference process (train + visiongate's
 evaluation of the test split); imports are timed apart. `--write` updates BENCHMARKS.md.
 """
@@ -71,7 +69,8 @@ def section(kind: str, a: argparse.Namespace, weights: str | None = None) -> tup
     if kind.startswith("unet"):  # unet, unet-pretrain, unet-finetune
         return "segment", {**common, "family": "unet", "base_channels": a.base_channels,
                            "imgsz": a.unet_imgsz, "batch": a.unet_batch,
-                           "epochs": a.unet_epochs, "weights": weights}
+                           "epochs": a.unet_epochs_b if kind == "unet-finetune" else
+                           a.unet_epochs, "weights": weights}
     yolo = {**common, "family": "yolo", "imgsz": a.imgsz, "batch": a.batch, "augment": [],
             "ultralytics_args": ULTRALYTICS_ARGS}
     if kind == "instance":
@@ -243,6 +242,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--unet-epochs", type=int, default=15)
+    p.add_argument("--unet-epochs-b", type=int, help="(d) epochs on B (default: --unet-epochs)")
     p.add_argument("--unet-imgsz", type=int, default=256)
     p.add_argument("--unet-batch", type=int, default=4)
     p.add_argument("--base-channels", type=int, default=16)
@@ -251,8 +251,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=0, help="use only this many COCO images")
     p.add_argument("--extras", action="store_true", help="(a), (b): the flow with the repo's "
                    "robustness, exports and insight (default: off)")
-    p.add_argument("--smoke", action="store_true", help="tiny settings, (a) detect alone "
-                   "unless --parts says more (~3 min): does it run?")
+    p.add_argument("--smoke", action="store_true", help="tiny settings; (a) detect alone")
     p.add_argument("--write", action="store_true", help="update its section of BENCHMARKS.md")
     p.add_argument("--save", type=Path, help="also write the results as JSON to this file")
     p.add_argument("--render", type=Path, help="no run: render a --save file (with the "
@@ -266,6 +265,7 @@ def parse(argv=None) -> argparse.Namespace:
         a.parts = a.parts or ["detect"]
         a.unet_epochs, a.unet_imgsz, a.unet_batch, a.base_channels = 1, 64, 4, 8
     a.epochs_a, a.parts = a.epochs_a or a.epochs, a.parts or list(PARTS)
+    a.unet_epochs_b = a.unet_epochs_b or a.unet_epochs
     return a
 
 

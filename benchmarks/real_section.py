@@ -101,7 +101,7 @@ FINETUNES = {  # part: (label, its data, metric key, metric label, params key, A
     "finetune": ("(c) Fine-tuning, detect (YOLOv8n): coco's", "map50", "mAP50",
                  "detect.weights", "epochs_a", "epochs"),
     "unet-finetune": ("(d) Fine-tuning, semantic (U-Net): isbi's", "miou", "mIoU",
-                      "segment.weights", "unet_epochs", "unet_epochs")}
+                      "segment.weights", "unet_epochs", "unet_epochs_b")}
 
 
 def finetune(r: dict, a: argparse.Namespace, part: str) -> list[str]:
@@ -117,7 +117,7 @@ def finetune(r: dict, a: argparse.Namespace, part: str) -> list[str]:
     rows = [f"{label} train split in two seeded halves, A {na} and B {nb} images, the same "
             f"val and test. A from scratch, {getattr(a, epochs_a)} epochs; its best.pt "
             f"copied to the project's `weights/` and given as `{param}`; B "
-            f"{getattr(a, epochs_b)} epochs each way.", "",
+            f"{getattr(a, epochs_b, None) or a.unet_epochs} epochs each way.", "",
             f"| model | test {shown} | test {second} | wall (CPU s), visiongate retrain |",
             "|---|---:|---:|---:|"]
     for name, run in (("A, from scratch", "a"), ("B, from scratch", "scratch"),
