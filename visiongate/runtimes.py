@@ -4,6 +4,10 @@ An ONNX file whose tensors live in external files is refused (they could name an
 the machine); an OpenVINO artifact must be a folder with its `.xml` inside; a symlink
 anywhere in an artifact is refused before this (CheckpointMeta.artifact_path). ONNX
 Runtime and OpenVINO parse the model only; neither runs code from the file.
+
+OpenVINO runs in f32: its CPU plugin would otherwise pick bf16 on CPUs that have it (AVX-512
+BF16, AMX), and an artifact would answer differently on such a machine than on the one its
+parity check ran on.
 """
 
 from __future__ import annotations
@@ -47,4 +51,24 @@ def checked_artifact(path: Path, runtime: str) -> Path:
                              f"loads self-contained ONNX files only")
     elif runtime == "openvino" and not (path.is_dir() and any(path.glob("*.xml"))):
         raise ModelError(f"{path}: not an OpenVINO model folder (no .xml inside)")
+    if runtime == "openvino":
+        _openvino_in_f32()
     return path
+
+
+def _openvino_in_f32() -> None:
+    """Pin every OpenVINO CPU compile in this process to f32. Ultralytics compiles YOLO
+    artifacts with a Core of its own, so the pin sits on Core.compile_model: each Core sets
+    the CPU's INFERENCE_PRECISION_HINT before it compiles (AUTO uses the CPU with it)."""
+    import openvino
+
+    if getattr(openvino.Core.compile_model, "pins_f32", False):
+        return
+    compile_model = openvino.Core.compile_model
+
+    def pinned(self, *args, **kwargs):
+        self.set_property("CPU", {"INFERENCE_PRECISION_HINT": openvino.Type.f32})
+        return compile_model(self, *args, **kwargs)
+
+    pinned.pins_f32 = True
+    openvino.Core.compile_model = pinned

@@ -32,9 +32,12 @@ from visiongate.paths import store_uri
 from visiongate.stack import identity
 
 MODEL_NAME = "model"  # the LoggedModel's name in its run
+# min_score's default is None, "the model's own": MLflow fills a request's missing params
+# with their defaults, so a number here would replace a classifier's min_score and its
+# per-class thresholds (detections: None is serving.DEFAULT_MIN_SCORE)
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.string, "image")]),
-    params=ParamSchema([ParamSpec("min_score", DataType.double, serving.DEFAULT_MIN_SCORE)]))
+    params=ParamSchema([ParamSpec("min_score", DataType.double, None)]))
 REQUIREMENTS = ("visiongate", "mlflow", "torch", "torchvision", "ultralytics", "numpy", "pandas",
                 "pillow", "pycocotools", "onnxruntime", "openvino")
 

@@ -36,7 +36,7 @@ def _params(family: str, multi_label: bool) -> dict:
     metric = "map" if multi_label else "accuracy"
     params["classify"] = {
         "enabled": True, "family": family, "multi_label": multi_label, "epochs": 1,
-        "imgsz": 32, "batch": 4,
+        "imgsz": 32, "batch": 4, "min_score": 0.9,
         "gate": {"floors": {metric: 0.0}, "max_drop": {metric: 1.0},
                  "robustness": {"metric": metric, "corruptions": {"blur": 1},
                                 "max_relative_drop": 1.0}}}
@@ -103,10 +103,11 @@ def test_imagefolder_dataset_to_a_served_champion(tmp_path, prefect_harness, mon
     model = _pyfunc(root, "models:/shapes-folders-classify@champion", monkeypatch)
     answers = model.predict(pd.DataFrame({"image": [serving.encode_image(p)
                                                     for p in test_images]}))
-    for answer in answers:
+    for answer in answers:  # classify.min_score 0.9 (_params): top-1 only when that sure
         assert len(answer["top_k"]) == 3                       # min(5, K classes)
         assert abs(sum(x["score"] for x in answer["top_k"]) - 1) < 1e-3
-        assert answer["labels"] in ([], answer["top_k"][:1])   # top-1, or rejected
+        sure = answer["top_k"][0]["score"] >= 0.9
+        assert answer["labels"] == (answer["top_k"][:1] if sure else [])
 
     # switching to multi-label: the single-label champion's metrics are not comparable,
     # so the gate refuses automatic promotion and says why; the champion stays
@@ -165,9 +166,10 @@ def test_multilabel_csv_dataset_to_a_champion_with_thresholds(tmp_path, prefect_
 
     model = _pyfunc(root, "models:/shapes-csv-classify@champion", monkeypatch)
     answer = model.predict(pd.DataFrame({"image": [serving.encode_image(items[0][1])]}))[0]
-    kept = {x["class_name"]: x["score"] for x in answer["labels"]}
-    for name, score in kept.items():
-        assert score >= meta.thresholds[meta.class_names.index(name)]
+    # exactly the classes at or above their own thresholds (not a request default's)
+    above = [x for x in answer["top_k"]
+             if x["score"] >= meta.thresholds[meta.class_names.index(x["class_name"])]]
+    assert answer["labels"] == above
 
 
 def _pyfunc(root: Path, model_uri: str, monkeypatch):

@@ -49,6 +49,17 @@ def _worker(pool: str, name: str, env: dict, log: Path) -> subprocess.Popen:
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def _stopped(worker: subprocess.Popen) -> None:
+    """Wait for a terminated worker; SIGKILL its session after 60 s. Seen once under load:
+    `prefect worker start` forwarded SIGTERM as SIGINT and its worker never exited, with no
+    flow run in flight. How a worker stops is not what these tests check."""
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+
+
 def _wait_final(client, ids: list, timeout: float) -> list:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -81,7 +92,7 @@ def test_two_process_workers_run_the_retrain_deployment_one_at_a_time(tmp_path, 
         for worker in workers:
             worker.terminate()
         for worker in workers:
-            worker.wait(timeout=60)
+            _stopped(worker)
         delete_deployments(prefect_server)
     worker_output = "".join((tmp_path / f"worker-{i}.log").read_text() for i in (1, 2))
     assert [r.state_name for r in runs] == ["Completed", "Completed"], worker_output[-3000:]
@@ -188,7 +199,7 @@ def test_a_worker_killed_mid_training_crashes_its_run_and_the_next_run_resumes(
         for worker in (first, second):
             if worker is not None and worker.poll() is None:
                 worker.terminate()
-                worker.wait(timeout=60)
+                _stopped(worker)
         delete_deployments(prefect_server)
     output = (tmp_path / "worker-2.log").read_text()
     assert crashed.state.type.value == "CRASHED", crashed.state
