@@ -85,7 +85,7 @@ def same_split(prepared: Path, src: Path, images: str = "images") -> None:
         want = {p.stem for p in (src / images / split).iterdir()}
         if have != want:
             raise RuntimeError(f"{prepared}/{split}: {len(have ^ want)} image(s) differ from "
-                               f"{src}/images/{split}; the comparison would not be fair")
+                               f"{src}/{images}/{split}; the comparison would not be fair")
 
 
 def data_yaml(folder: Path) -> Path:

@@ -97,7 +97,7 @@ def comparison(r: dict) -> list[str]:
     return rows + [""] if len(rows) > 2 else []
 
 
-FINETUNES = {  # part: (label, its data, metric key, metric label, params key, A's epochs)
+FINETUNES = {  # part: (opening words, metric key, its label, params key, A's / B's epochs arg)
     "finetune": ("(c) Fine-tuning, detect (YOLOv8n): coco's", "map50", "mAP50",
                  "detect.weights", "epochs_a", "epochs"),
     "unet-finetune": ("(d) Fine-tuning, semantic (U-Net): isbi's", "miou", "mIoU",

@@ -156,13 +156,12 @@ def serve_deployments(root: Path, params_file: str = "params.yaml") -> None:
     serve(*planned)
 
 
-def replace_rebound(planned: list, pool: str | None) -> list[str]:
+def replace_rebound(planned: list, pool: str | None) -> None:
     """Delete the registered deployments of the same names bound otherwise than `pool`
     (None: run by `visiongate serve`), and say so. Prefect updates a deployment in place and
     keeps its old binding's storage fields: a served deployment left over from `deploy
     --pool` crashed every run ("Downloading flow code from storage at None"). Past flow
     runs stay on the server; the old deployment's scheduled ones go with it."""
-    replaced = []
     with get_client(sync_client=True) as client:
         for deployment in planned:
             name = f"{deployment.flow_name}/{deployment.name}"
@@ -173,6 +172,4 @@ def replace_rebound(planned: list, pool: str | None) -> list[str]:
             if old.work_pool_name != pool:
                 client.delete_deployment(old.id)
                 was = f"work pool {old.work_pool_name!r}" if old.work_pool_name else "serve"
-                replaced.append(name)
                 print(f"replaced deployment {name} (was registered for {was})", flush=True)
-    return replaced

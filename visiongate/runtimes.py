@@ -36,7 +36,7 @@ def session(path: Path, runtime: str) -> Callable:
 
 def checked_artifact(path: Path, runtime: str) -> Path:
     """The artifact at `path`, refused (ModelError) when it is not one this runtime loads
-    from inside its folder only."""
+    from inside its folder only. Every OpenVINO load passes here, so the f32 pin is set here."""
     path = Path(path)
     if path.suffix == ".onnx":
         import onnx
