@@ -1,6 +1,11 @@
 """A command run to completion with its process tree's memory sampled: the tree's summed
 RSS (peak), each part's own RSS over time (the flow process, Prefect's server, DVC), and
-the summed PSS (shared pages split between the processes that map them). bench_retrain.py."""
+the summed PSS (shared pages split between the processes that map them). bench_retrain.py.
+
+A child that still runs its parent's command line is a fork caught before its exec (the
+flow process starts `git`, `file`, `ldconfig` that way, about 0.1 s each): its RSS is the
+parent's pages, shared copy-on-write, so it is left out of the sums instead of counting the
+parent twice."""
 
 from __future__ import annotations
 
@@ -71,7 +76,7 @@ def _sample(proc: subprocess.Popen, run: Run, t0: float) -> None:
         root = psutil.Process(proc.pid)
         n = 0
         while proc.poll() is None:
-            tree = [root, *root.children(recursive=True)]
+            tree = [p for p in [root, *root.children(recursive=True)] if not _unexeced_fork(p)]
             by_role: dict[str, int] = {}
             for process in tree:
                 try:
@@ -87,6 +92,14 @@ def _sample(proc: subprocess.Popen, run: Run, t0: float) -> None:
             time.sleep(0.2)
     except psutil.NoSuchProcess:
         pass
+
+
+def _unexeced_fork(process: psutil.Process) -> bool:
+    try:
+        parent = process.parent()
+        return parent is not None and process.cmdline() == parent.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return True  # gone already: nothing to count
 
 
 def role_peaks(run: Run) -> dict[str, int]:

@@ -77,9 +77,13 @@ class ServeConfig(Frozen):
     max_pixels: int = Field(40_000_000, ge=1)          # larger image (header size): row `too_large`
     # deployment artifacts (visiongate.export), made at registration for the families that
     # export (ultralytics); each must match PyTorch on the test split within parity_tolerance
-    export: tuple[Literal["onnx", "openvino"], ...] = ("onnx", "openvino")
+    # openvino-bf16: the openvino IR computed in bf16, checked as its own artifact; skipped
+    # on CPUs without bf16 (visiongate.runtimes)
+    export: tuple[Literal["onnx", "openvino", "openvino-bf16"], ...] = (
+        "onnx", "openvino", "openvino-bf16")
     parity_tolerance: float = Field(0.005, ge=0, le=1)  # |artifact - torch| per headline metric
-    runtime: Literal["auto", "torch", "onnx", "openvino"] = "auto"  # auto: the fastest that passed
+    # auto: the fastest that passed
+    runtime: Literal["auto", "torch", "onnx", "openvino", "openvino-bf16"] = "auto"
 
 
 class ScheduleConfig(Frozen):

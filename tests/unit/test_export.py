@@ -113,6 +113,23 @@ def test_a_self_contained_onnx_file_runs_in_both_runtimes(tmp_path, runtime):
     assert np.asarray(run(np.arange(4, dtype=np.float32))).tolist() == [1.0, 2.0, 3.0, 4.0]
 
 
+@pytest.mark.parametrize(("runtime", "bf16"), [("openvino", False), ("openvino-bf16", True)])
+def test_openvino_computes_in_the_precision_its_runtime_names_never_its_own(tmp_path, runtime,
+                                                                            bf16):
+    import openvino
+
+    model = runtimes.checked_artifact(_identity_model(tmp_path / "best.onnx", False), runtime)
+    with runtimes.openvino_precision(runtime):
+        inside = openvino.Core().compile_model(str(model), "CPU")
+    outside = openvino.Core().compile_model(str(model), "CPU")
+
+    wanted = openvino.Type.bf16 if bf16 and runtimes.cpu_has_bf16() else openvino.Type.f32
+    assert inside.get_property("INFERENCE_PRECISION_HINT") == wanted
+    # left to itself OpenVINO would pick bf16 on a CPU that has it
+    assert outside.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    assert runtimes.precision(runtime) == ("bf16" if wanted == openvino.Type.bf16 else "f32")
+
+
 def test_a_file_that_is_not_onnx_is_a_clear_model_error(tmp_path):
     junk = tmp_path / "best.onnx"
     junk.write_bytes(b"\x08\x07not a protobuf" * 10)

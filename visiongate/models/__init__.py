@@ -110,8 +110,9 @@ def load(checkpoint: Path, runtime: str = "torch") -> Callable[[list[Path]], lis
     """The checkpoint's predict with its weights loaded once (serving, batch prediction):
     load(checkpoint)(image_paths) == predict(checkpoint, image_paths).
 
-    `runtime` "torch" predicts with the weights; "onnx" / "openvino" with a deployment
-    artifact of the folder (visiongate.export; ultralytics families only), the same
+    `runtime` "torch" predicts with the weights; "onnx" / "openvino" / "openvino-bf16" with
+    a deployment artifact of the folder (visiongate.export; ultralytics families and the
+    U-Net), the same
     pre- and post-processing around it. `served` loads the runtime meta.json names.
 
     Detections (and instances) are post-processed as the checkpoint's config says, the same
@@ -189,9 +190,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path) -> Path:
     meta = CheckpointMeta.read(checkpoint)
     for name in (META_FILE, meta.weights):
         shutil.copy2(checkpoint / name, out_dir / name)
-    for runtime in meta.artifacts or {}:
-        source = meta.artifact_path(checkpoint, runtime)
-        if source.is_dir():
+    for source in {meta.artifact_path(checkpoint, runtime) for runtime in meta.artifacts or {}}:
+        if source.is_dir():  # openvino and openvino-bf16 share one
             shutil.copytree(source, out_dir / source.name, dirs_exist_ok=True)
         else:
             shutil.copy2(source, out_dir / source.name)

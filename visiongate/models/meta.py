@@ -38,7 +38,7 @@ FORMAT_VERSION = 2
 META_FILE = "meta.json"
 TASKS = ("detect", "segment", "instance", "classify", "multilabel")
 OPTIONAL = {"config", "thresholds", "artifacts", "runtime"}  # may be absent from a meta.json
-RUNTIMES = ("torch", "onnx", "openvino")
+RUNTIMES = ("torch", "onnx", "openvino", "openvino-bf16")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from visiongate.models.local_weights import report_ultralytics_transfer
 from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.samples import ann_mask, category_ids
 from visiongate.models.torch_loop import same_run
+from visiongate.runtimes import openvino_precision
 from visiongate.models.ultralytics_safe import ENV as SAFE_LOAD_ENV
 from visiongate.models.ultralytics_safe import enforce, load_weights, refused_as_model_error
 
@@ -263,7 +264,7 @@ def load(checkpoint: Path, runtime: str = "torch"):
     def predict(image_paths: list[Path], conf: float | None = None) -> list[dict[str, np.ndarray]]:
         # stream: each ultralytics Result (which holds its decoded image) is converted and
         # dropped before the next image, so memory does not grow with the image count
-        with _all_cores():
+        with _all_cores(), openvino_precision(runtime):
             results = model.predict([str(p) for p in image_paths], imgsz=meta.imgsz,
                                     conf=cfg["conf"] if conf is None else conf,
                                     iou=cfg["nms_iou"],

@@ -39,6 +39,7 @@ from visiongate.models import OnEpoch
 from visiongate.models.local_weights import report_ultralytics_transfer
 from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.samples import category_ids
+from visiongate.runtimes import openvino_precision
 from visiongate.models.ultralytics_safe import load_weights, refused_as_model_error
 from visiongate.models.yolo import (
     _all_cores,
@@ -198,7 +199,8 @@ def load(checkpoint: Path, runtime: str = "torch"):
         if not image_paths:
             return []
         out = []
-        with _all_cores():  # streamed: a Result (and its image) is dropped once converted
+        # streamed: a Result (and its image) is dropped once converted
+        with _all_cores(), openvino_precision(runtime):
             for r in model.predict([str(p) for p in image_paths], imgsz=meta.imgsz,
                                    device=ultralytics_device("auto"), verbose=False, stream=True):
                 probs = np.zeros(k, np.float32)
