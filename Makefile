@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: install demo test bench up down ui clean-runs
+.PHONY: install demo test bench bench-data up down ui clean-runs
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,14 +28,16 @@ test: install
 	@# the server tests spend much of their time waiting, so two overlap well on 2 cores
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-bench: install  ## every benchmark, each next to its reference; updates BENCHMARKS.md section by section
+bench: install  ## the speed figures, each next to its reference (≈ 50 min on 2 cores); updates BENCHMARKS.md section by section
 	$(BIN)/python benchmarks/bench_evaluator.py --images 5000 --repeats 3
 	$(BIN)/python benchmarks/bench_import.py --repeats 3
-	$(BIN)/python benchmarks/bench_predict.py --sizes 128 640
+	$(BIN)/python benchmarks/bench_predict.py --sizes 128 640 --threads 2
 	$(BIN)/python benchmarks/bench_serve.py --write
 	$(BIN)/python benchmarks/bench_families.py --images 64 --epochs 2 --write
 	$(BIN)/python benchmarks/bench_retrain.py --repeats 3 --write
 	$(BIN)/python benchmarks/fuzz_readers.py --seconds 60 --write
+
+bench-data: install  ## real data (COCO128, ISBI) vs raw, and 1k-50k images (over an hour on 2 cores)
 	$(BIN)/python benchmarks/bench_real.py --epochs 120 --epochs-a 120 --unet-epochs 30 --write
 	$(BIN)/python benchmarks/bench_scale.py --tty --write
 
