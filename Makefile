@@ -35,6 +35,7 @@ bench: install  ## the speed figures, each next to its reference (≈ 50 min on 
 	$(BIN)/python benchmarks/bench_serve.py --write
 	$(BIN)/python benchmarks/bench_families.py --images 64 --epochs 2 --write
 	$(BIN)/python benchmarks/bench_retrain.py --repeats 3 --write
+	$(BIN)/python benchmarks/bench_imports.py --write
 	$(BIN)/python benchmarks/fuzz_readers.py --seconds 60 --write
 
 bench-data: install  ## real data (COCO128, ISBI) vs raw, and 1k-50k images (over an hour on 2 cores)

@@ -11,8 +11,8 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 HEADER = ("# Benchmarks\n\nTimed comparisons, run by hand (`make bench`: the speed figures, "
           "≈ 50 min on 2 cores; `make bench-data`: real data and scale, over an hour); never "
-          "part of the test suite. Each section names the command that regenerates it and the machine "
-          "it ran on.\n")
+          "part of the test suite. Each section names the command that regenerates it and "
+          "the machine it ran on.\n")
 
 
 def machine() -> str:

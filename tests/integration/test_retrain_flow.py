@@ -20,7 +20,7 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
     params_path = tiny_project / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["insight"] = {"heatmaps": True, "test_map": True, "suspects": True}  # the default
-    params["serve"] = {"export": ["onnx", "openvino"]}  # the default
+    params["serve"] = {"export": ["onnx", "openvino", "openvino-bf16"]}  # the default
     params_path.write_text(yaml.safe_dump(params))
     first = retrain(str(tiny_project))
 
@@ -57,7 +57,7 @@ def test_retrain_flow_registers_gates_and_promotes(tiny_project, prefect_harness
             assert "robust/blur/map50" in run.data.metrics
         # the serving artifacts, each checked against PyTorch on the same test split
         assert "## Serving artifacts" in report_text and "| onnx |" in report_text
-        assert run.data.tags["serve.runtime"] in ("torch", "onnx", "openvino")
+        assert run.data.tags["serve.runtime"] in ("torch", "onnx", "openvino", "openvino-bf16")
         assert "serve/onnx_ms" in run.data.metrics
         assert outcome.verdict.passed, outcome.verdict
         version = client.get_model_version(outcome.name, outcome.version)
