@@ -101,6 +101,7 @@ def interleaved_ms(sides: dict, inputs: dict, warmup: int = 5) -> dict[str, list
 
 
 def run(uri: str, name: str, images: list[Path], cache: Path) -> dict:
+    import cv2
     import mlflow
     import pandas as pd
     from ultralytics import YOLO
@@ -119,8 +120,13 @@ def run(uri: str, name: str, images: list[Path], cache: Path) -> dict:
     args = dict(imgsz=meta.imgsz, conf=serving.DEFAULT_MIN_SCORE, iou=meta.config["nms_iou"],
                 device=(device.index or 0) if device.type == "cuda" else device.type, verbose=False)
     frames = [pd.DataFrame({"image": [serving.encode_image(p)]}) for p in images]
-    times = interleaved_ms({"pyfunc": pyfunc.predict, "raw": lambda p: raw.predict(str(p), **args)},
-                           {"pyfunc": frames, "raw": images})
+    # where the pyfunc's time goes: the PNG decode alone, and the family's predict (decode,
+    # ultralytics' pre-processing, the served runtime, NMS) without the pyfunc around it
+    family = models.load(checkpoint, meta.runtime)
+    times = interleaved_ms({"pyfunc": pyfunc.predict, "raw": lambda p: raw.predict(str(p), **args),
+                            "model": lambda p: family([p], min_score=serving.DEFAULT_MIN_SCORE),
+                            "decode": lambda p: cv2.imread(str(p))},
+                           {"pyfunc": frames, "raw": images, "model": images, "decode": images})
     return {**{side: statistics.median(t) for side, t in times.items()},
             **{f"{side}_p90": statistics.quantiles(t, n=10)[-1] for side, t in times.items()},
             "imgsz": meta.imgsz, "n": len(images), "size": _size(images[0]),
@@ -150,6 +156,29 @@ def _parity_ms(row: dict) -> str:
                       for k, v in ms.items())
 
 
+def cpu_features() -> str:
+    """What this CPU offers low-precision inference, from /proc/cpuinfo and OpenVINO."""
+    from visiongate.runtimes import cpu_has_bf16
+
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                  if line.startswith("flags")), [])
+    found = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni", "amx_int8")
+             if f in flags] or ["none of avx512_bf16, amx_bf16, avx512_vnni, avx_vnni"]
+    bf16 = "computes bf16 here" if cpu_has_bf16() else "has no bf16 here (openvino-bf16 refused)"
+    return f"this CPU's flags: {', '.join(found)}; OpenVINO {bf16}"
+
+
+def breakdown(rows: list[dict]) -> str:
+    """Where each row's pyfunc time goes (medians of separate calls: they need not add up)."""
+    return "\n".join(
+        f"- {r['imgsz']} px: PNG decode alone {r['decode']:.1f} ms (both sides pay it); the "
+        f"family's predict with {r['runtime']} (decode, ultralytics' pre-processing, the "
+        f"model, NMS) {r['model']:.1f} ms; the pyfunc around it (base64, the image checks, "
+        f"MLflow's schema, the staged file, the answer's records) {r['pyfunc'] - r['model']:.1f} "
+        f"ms; raw ultralytics PyTorch {r['raw']:.1f} ms." for r in rows if "model" in r)
+
+
 def section(rows: list[dict], command: str) -> str:
     table = "\n".join(
         f"| {r['n']} × {r['size']} | {r['imgsz']} | {r['runtime']} | {r['pyfunc']:.1f} | "
@@ -162,15 +191,16 @@ The champion served as an MLflow pyfunc (`mlflow.pyfunc.load_model("models:/NAME
 request: a DataFrame with one base64 PNG; answer: JSON-friendly records) against raw
 ultralytics PyTorch `YOLO(best.pt).predict(path)` on the same weights, imgsz and NMS IoU,
 both answering the detections scoring ≥ 0.25 (serving's default `min_score`, ultralytics'
-default `conf`; the pyfunc runs its model and NMS at that floor too). The pyfunc predicts with the runtime its registration chose: the candidate exported to
-ONNX and OpenVINO, each scored on the test split against PyTorch (parity bound ±0.005 on
-every headline metric), the fastest that passed serving (visiongate.export). One process on
-the CPU with {rows[0]['threads']} torch thread(s) (ONNX Runtime and OpenVINO use their own
-pools, all cores), one image per call, the two sides alternating image by image after 5
-warm-up calls each; median ms per image over one run. Goal: ratio ≤ 0.5× at equal mAP50
-(±0.005) where the CPU has bf16/VNNI; this CPU has AVX2 only (no avx512_bf16, AMX or VNNI),
-so OpenVINO runs FP32 here. The models are 1-epoch YOLOv8n: speed is representative, their
-mAP50 is near 0 (the equality is checked, it is not a test of accuracy).
+default `conf`; the pyfunc runs its model and NMS at that floor too). The pyfunc predicts
+with the runtime its registration chose: the candidate exported to ONNX and OpenVINO (f32,
+and bf16 where the CPU has it), each scored on the test split against PyTorch (parity bound
+±0.005 on every headline metric), the fastest that passed serving (visiongate.export). One
+process on the CPU with {rows[0]['threads']} torch thread(s) (ONNX Runtime and OpenVINO use
+their own pools, all cores), one image per call, the sides alternating image by image after
+5 warm-up calls each; median ms per image over one run. Goal: ratio ≤ 0.5× at equal mAP50
+(±0.005) where the CPU has bf16/VNNI; {cpu_features()}. The models are 1-epoch YOLOv8n: speed
+is representative, their mAP50 is near 0 (the equality is checked, it is not a test of
+accuracy).
 
 Machine: {machine()}.
 
@@ -179,6 +209,10 @@ Command: `{command}`
 | images | imgsz | served runtime | pyfunc ms | raw ms | ratio | p90 pyfunc / raw ms | mAP50 torch / served | parity check ms / image |
 |---|---|---|---|---|---|---|---|---|
 {table}
+
+Where the time goes (medians over the same images, each measured on its own):
+
+{breakdown(rows)}
 """
 
 
