@@ -157,7 +157,9 @@ def raw_train(project: Path, out: Path) -> None:
 def bench_flow(work: Path, env: dict, epochs: int | None) -> tuple[Path, dict]:
     """(1) The flow, detect only, then raw ultralytics on the same data."""
     project = make_project(work / "detect-only", epochs, segment=False)
-    print("(1) visiongate retrain, segment and classify disabled ...", flush=True)
+    # the data generated and pinned beforehand, as in a project whose data is versioned
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=project, env=env, check=True)
+    print("(1) visiongate retrain, segment and classify disabled, data pinned ...", flush=True)
     flow = retrain(project, env, work / "flow.log")
     print(f"    {flow.wall:.1f} s", flush=True)
     print("(1) raw ultralytics train() on the same data ...", flush=True)

@@ -12,8 +12,8 @@ from benchmarks.report import machine
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Retrain flow"
 GOAL_RERUN_S = {"no_stack": 5.0, "stack": 3.0}
-PHASE_NAMES = {"startup": "start-up (imports, Prefect server)", "data": "data generation + "
-               "versioning + checks", "evaluation": "evaluation + robustness + gate", "tracking":
+PHASE_NAMES = {"startup": "start-up (imports, Prefect server)", "data": "data "
+               "generation or re-hash + versioning + checks", "evaluation": "evaluation + robustness + gate", "tracking":
                "MLflow logging + registration", "other": "other tasks", "finish": "shutdown"}
 
 
@@ -47,7 +47,9 @@ def intro(f: dict, args: argparse.Namespace) -> list[str]:
         "`ultralytics_args`, the params' albumentations pipeline as `augmentations`, all cores, "
         "ultralytics' MLflow callback off). The flow does more than train: evaluation, "
         "robustness, the gate, the serving artifacts' export and parity check, heatmaps, the "
-        "test-split map and the label-quality scores (params.yaml defaults). (1) and (3) are single "
+        "test-split map and the label-quality scores (params.yaml defaults). (1) starts with the "
+        "data already generated and pinned (`dvc repro` in the project beforehand, not timed); "
+        "(3) generates it, as `make demo` on a fresh clone does. (1) and (3) are single "
         f"runs (minutes each); (2) is the median of {args.repeats}. Memory: peak of the summed "
         "RSS of the process tree (Prefect server and DVC stage included; shared pages count in "
         "each process), sampled every 0.2 s; each process's own peak and the tree's summed PSS "
@@ -63,7 +65,8 @@ def rows(f: dict) -> list[str]:
     return [
         "| figure | command measured | visiongate | reference (same run) | ratio |",
         "|---|---|---|---|---|",
-        f"| (1) retrain flow, detect only | `visiongate retrain` (segment, classify disabled) | "
+        f"| (1) retrain flow, detect only, data pinned | `visiongate retrain` (segment, classify "
+        f"disabled) | "
         f"{flow.wall:.1f} s | raw `YOLO(...).train(...)` process {raw.wall:.1f} s | "
         f"**{flow.wall / raw.wall:.2f}×** |",
         f"| (1) … its training | task `train_model` | {training:.1f} s | raw export + `train()` "
