@@ -22,6 +22,7 @@ raw). `--write` updates BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import os
 import hashlib
 import json
 import sys
@@ -36,7 +37,7 @@ from benchmarks.bench_retrain import CLI, cli_env, make_project, run_measured  #
 from benchmarks.report import machine, update_section  # noqa: E402
 
 SECTION = "## Classification on real photos (COCO128 crops)"
-COCO = REPO.parent / "shared" / "data" / "coco128-seg"
+COCO = Path(os.environ.get("VISIONGATE_SHARED_DATA", REPO.parent / "shared" / "data")) / "coco128-seg"
 SETTINGS = {"imgsz": 64, "batch": 16, "lr": 0.002, "seed": 0}
 
 
