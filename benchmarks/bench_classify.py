@@ -22,9 +22,9 @@ raw). `--write` updates BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import hashlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -37,7 +37,8 @@ from benchmarks.bench_retrain import CLI, cli_env, make_project, run_measured  #
 from benchmarks.report import machine, update_section  # noqa: E402
 
 SECTION = "## Classification on real photos (COCO128 crops)"
-COCO = Path(os.environ.get("VISIONGATE_SHARED_DATA", REPO.parent / "shared" / "data")) / "coco128-seg"
+SHARED = Path(os.environ.get("VISIONGATE_SHARED_DATA", REPO.parent / "shared" / "data"))
+COCO = SHARED / "coco128-seg"
 SETTINGS = {"imgsz": 64, "batch": 16, "lr": 0.002, "seed": 0}
 
 
