@@ -8,9 +8,9 @@ YOLO-cls) by ultralytics' own exporter, the U-Net by torch.onnx:
   Runtime; the file itself needs no torch;
 - `openvino`: run by OpenVINO on the CPU in f32 — ultralytics' IR folder (`.xml`, `.bin`,
   `metadata.yaml`), or for the U-Net the same `.onnx` file compiled by OpenVINO;
-- `openvino-bf16`: the same file or folder, computed in bf16 (visiongate.runtimes) — about
-  twice as fast where the CPU has bf16 (AVX-512 BF16, AMX), checked on its own since bf16
-  rounds differently; skipped (refused, saying why) on a CPU without it.
+- `openvino-bf16`: the same file or folder, computed in bf16 (visiongate.runtimes) — the
+  network 1.5-1.8x faster than f32 where the CPU has bf16 (AVX-512 BF16, AMX), checked on
+  its own since bf16 rounds differently; refused, saying why, on a CPU without it.
 
 The parity check: each artifact is scored on the same pinned test split as the PyTorch
 checkpoint; a headline metric (visiongate.vocab.HEADLINE_METRICS) that differs by more than
@@ -92,8 +92,7 @@ def export(checkpoint: Path, runtime: str) -> str:
     network = models._family_module(meta.family, meta.task).network(Path(checkpoint))
     options = {"simplify": True} if runtime == "onnx" else {}
     out = network.export(format=runtime.removesuffix("-bf16"), imgsz=meta.imgsz, device="cpu",
-                         dynamic=False,
-                         verbose=False, **options)
+                         dynamic=False, verbose=False, **options)
     if not out:
         raise ModelError(f"ultralytics' {runtime} export wrote nothing")
     return Path(out).name

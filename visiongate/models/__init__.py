@@ -112,8 +112,8 @@ def load(checkpoint: Path, runtime: str = "torch") -> Callable[[list[Path]], lis
 
     `runtime` "torch" predicts with the weights; "onnx" / "openvino" / "openvino-bf16" with
     a deployment artifact of the folder (visiongate.export; ultralytics families and the
-    U-Net), the same
-    pre- and post-processing around it. `served` loads the runtime meta.json names.
+    U-Net), the same pre- and post-processing around it. `served` loads the runtime
+    meta.json names.
 
     Detections (and instances) are post-processed as the checkpoint's config says, the same
     for every family: score >= `conf`, then NMS at `nms_iou`, per class or over all classes

@@ -31,9 +31,9 @@ from visiongate.models.local_weights import report_ultralytics_transfer
 from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.samples import ann_mask, category_ids
 from visiongate.models.torch_loop import same_run
-from visiongate.runtimes import openvino_precision
 from visiongate.models.ultralytics_safe import ENV as SAFE_LOAD_ENV
 from visiongate.models.ultralytics_safe import enforce, load_weights, refused_as_model_error
+from visiongate.runtimes import openvino_precision
 
 EXPORTS = True  # predicts with ONNX / OpenVINO artifacts too (visiongate.export)
 PREDICT_CONF = True  # its predict takes a higher score floor than the config's `conf`

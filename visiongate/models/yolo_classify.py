@@ -39,7 +39,6 @@ from visiongate.models import OnEpoch
 from visiongate.models.local_weights import report_ultralytics_transfer
 from visiongate.models.meta import META_FILE, CheckpointMeta
 from visiongate.models.samples import category_ids
-from visiongate.runtimes import openvino_precision
 from visiongate.models.ultralytics_safe import load_weights, refused_as_model_error
 from visiongate.models.yolo import (
     _all_cores,
@@ -48,6 +47,7 @@ from visiongate.models.yolo import (
     _ultralytics,
     train_args,
 )
+from visiongate.runtimes import openvino_precision
 
 EXPORTS = True  # predicts with ONNX / OpenVINO artifacts too (visiongate.export)
 TRAIN_SPLITS = ("train", "val")  # test stays out of training; visiongate evaluates on it
