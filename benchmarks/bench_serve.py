@@ -193,8 +193,8 @@ Command: `{command}` ({wall / 60:.1f} min in all)
 
 Errors over all {figures['done']:,} requests: {errors}.
 
-Memory: resident set of the server tree (the `visiongate serve` CLI process and uvicorn
-beneath it, which holds the model), summed from /proc after each step (goal: no growth).
+Memory: resident set of the server tree (the `visiongate serve` CLI process, which becomes
+uvicorn and holds the model), summed from /proc after each step (goal: no growth).
 After {first} requests (1 client) vs after {last:,}: **{growth[first]:+.1f} MiB**; after
 {warmed:,} (once 4 and 16 clients had run: more threads, each with its own allocator arena
 and torch scratch memory) vs after {last:,}: **{growth[warmed]:+.1f} MiB**.

@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -142,9 +141,13 @@ def _serve_model(args: argparse.Namespace) -> int:
            rest.MODEL_ENV: str(model_dir)}
     env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     rest.limits(env)  # a bad VISIONGATE_SERVE_* is a clear error here, not in the server
-    return subprocess.call([sys.executable, "-m", "uvicorn", "--factory",
-                            "visiongate.rest:create_app", "--host", "127.0.0.1",
-                            "--port", str(args.port), "--workers", str(args.workers)], env=env)
+    # uvicorn replaces this process: a SIGTERM to the pid a user (or systemd, or a container
+    # runtime) knows stops the server itself, and nothing this process imported stays resident
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "uvicorn", "--factory",
+                               "visiongate.rest:create_app", "--host", "127.0.0.1",
+                               "--port", str(args.port), "--workers", str(args.workers)], env)
 
 
 def _store_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

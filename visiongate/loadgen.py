@@ -12,7 +12,8 @@ and only to loopback (127.0.0.1, localhost; anything else is a ValueError): this
 our own server, it is not a tool to load someone else's.
 
 `tree_rss(pid)` is the resident memory of a process and all its descendants, from /proc
-(`visiongate serve --model` is a CLI process with uvicorn, which holds the model, beneath).
+(`visiongate serve --model` becomes uvicorn, which holds the model; its workers, if any,
+run beneath it).
 Standard library only.
 """
 
@@ -241,7 +242,7 @@ def tree_rss(pid: int) -> int:
 def serve_model(root: Path, model: str, log: Path, env: dict[str, str] | None = None,
                 timeout_s: float = 180) -> tuple[subprocess.Popen, str]:
     """`visiongate serve --model MODEL --root ROOT` on a free loopback port, in its own
-    process group (uvicorn runs beneath the CLI process), output to `log`; returns (process,
+    process group (the CLI process becomes uvicorn), output to `log`; returns (process,
     invocations URL) once it answers. VISIONGATE_SERVE_* of `env` (default: this process's)
     are dropped: the server takes its limits from ROOT's params.yaml."""
     from visiongate import stack

@@ -126,7 +126,7 @@ def served(request, store):
         [sys.executable, "-m", "flows.cli", "serve", "--model", f"models:/shapes-{task}@champion",
          "--root", str(store["root"]), "--port", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True)  # its own process group: mlflow starts uvicorn beneath it
+        start_new_session=True)  # its own process group: the CLI becomes uvicorn
     try:
         _wait_ready(server, port)
         yield task, port
@@ -137,6 +137,31 @@ def served(request, store):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def test_sigterm_to_the_serve_command_stops_the_server(store):
+    """What systemd, a container runtime or `kill PID` does: SIGTERM to the one pid started
+    (not its process group) leaves no server answering and no process behind."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "flows.cli", "serve", "--model", "models:/shapes-detect@champion",
+         "--root", str(store["root"]), "--port", str(port)],
+        env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        _wait_ready(server, port)
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        with pytest.raises(ProcessLookupError):  # nothing left in its process group
+            os.killpg(server.pid, 0)
+        with pytest.raises((urllib.error.URLError, ConnectionError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+    finally:
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        server.wait()
 
 
 def test_served_champion_answers_json_with_class_names(served, store):

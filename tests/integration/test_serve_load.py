@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.server]
 MAX_BODY_MB = 0.25          # params.yaml `serve:` of the served project: 256 KiB
 NAMES = {"circle", "square", "triangle"}
 LEAKS = ("Traceback", "stack_trace", "site-packages", "/tmp", "/work", "/home", ".py\"")
-# Memory: the server tree (CLI + uvicorn with torch and the model) holds ~1.2 GB here and,
+# Memory: the server (uvicorn with torch and the model) holds ~1 GB here and,
 # once warm, moved by ~5 MiB over 200 requests. 10 % of it (~120 MiB) would hide any leak
 # worth finding, so the bound is absolute: 30 MiB over 400 requests, i.e. a leak of
 # >= ~75 KiB per request (an input tensor or feature maps kept per request) fails, while
@@ -65,7 +65,7 @@ def store(tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def server(store):
     """(url, pid) of `visiongate serve --model models:/shapes-detect@champion` on a free
-    loopback port, in its own process group (uvicorn runs beneath the CLI process)."""
+    loopback port, in its own process group (the CLI process becomes uvicorn)."""
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PATH": "/usr/bin:/bin"}
     proc, url = loadgen.serve_model(store["root"], "models:/shapes-detect@champion",
                                     store["root"] / "server.log", env, timeout_s=120)
