@@ -248,7 +248,8 @@ def test_serve_passes_the_limits_of_params_yaml_in_the_environment(tmp_path, mon
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("VISIONGATE_SERVE_MAX_ROWS", raising=False)
     calls = []
-    monkeypatch.setattr(models_cli.subprocess, "call", lambda cmd, env: calls.append((cmd, env)))
+    monkeypatch.setattr(models_cli.os, "execve",  # the CLI becomes the server
+                        lambda path, cmd, env: calls.append((cmd, env)))
     args = build_parser().parse_args(["serve", "--model", "models:/m@champion", "--root",
                                       str(tmp_path)])
     models_cli._serve(args)
