@@ -33,7 +33,7 @@ import torch
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.report import machine, update_section  # noqa: E402
+from benchmarks.report import cpuinfo_field, machine, update_section  # noqa: E402
 from visiongate import export, models, moves, registry, serving, tracking  # noqa: E402
 from visiongate.config import (DetectConfig, MlflowConfig, ServeConfig, SynthConfig,  # noqa: E402
                                load_params)
@@ -160,9 +160,7 @@ def cpu_features() -> str:
     """What this CPU offers low-precision inference, from /proc/cpuinfo and OpenVINO."""
     from visiongate.runtimes import cpu_has_bf16
 
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                  if line.startswith("flags")), [])
+    flags = (cpuinfo_field("flags") or "").split()
     found = [f for f in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni", "amx_int8")
              if f in flags] or ["none of avx512_bf16, amx_bf16, avx512_vnni, avx_vnni"]
     bf16 = "computes bf16 here" if cpu_has_bf16() else "has no bf16 here (openvino-bf16 refused)"

@@ -15,11 +15,16 @@ HEADER = ("# Benchmarks\n\nTimed comparisons, run by hand (`make bench`: the spe
           "the machine it ran on.\n")
 
 
+def cpuinfo_field(name: str) -> str | None:
+    """The first `name` line of /proc/cpuinfo ("model name", "flags"), None where absent."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                 if line.startswith(name)), None)
+
+
 def machine() -> str:
     """Cores, CPU model, memory, GPU and Python of this machine, in one line."""
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                  if line.startswith("model name")), platform.processor() or "unknown")
+    model = cpuinfo_field("model name") or platform.processor() or "unknown"
     meminfo = Path("/proc/meminfo").read_text() if Path("/proc/meminfo").exists() else ""
     mem = next((int(line.split()[1]) / 2**20 for line in meminfo.splitlines()
                 if line.startswith("MemTotal")), float("nan"))

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from visiongate.errors import ConfigError
 
@@ -122,9 +123,9 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_model(args: argparse.Namespace) -> int:
-    """uvicorn on visiongate.rest:create_app (what `mlflow models serve --env-manager local`
-    runs, plus the body limit and clean errors). The checked local copy of the version
+def _serve_model(args: argparse.Namespace) -> NoReturn:
+    """Become uvicorn on visiongate.rest:create_app (what `mlflow models serve --env-manager
+    local` runs, plus the body limit and clean errors). The checked local copy of the version
     (registry.checkout_model), tracking URI and params.yaml's
     `serve:` limits (VISIONGATE_SERVE_MAX_* already set win) travel in the environment."""
     from visiongate import registry, rest, tracking
